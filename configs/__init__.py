@@ -1,0 +1,1 @@
+"""Default configuration files, installed with the package."""

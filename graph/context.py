@@ -1,0 +1,175 @@
+"""Run-time settings, passed to the graph as LangGraph runtime context.
+
+Every field has a described default; `configs/default.toml` lists the same settings, and
+`load_context` reads such a file. Nothing here reads the environment: API keys are read by
+the model clients from the variable each role names (`*_api_key_env`), and never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the setting and what to do."""
+
+
+def default_mcp_servers() -> dict[str, dict[str, Any]]:
+    """The built-in tool servers, spawned over stdio with this interpreter (`{python}`)."""
+    return {
+        "math": {"transport": "stdio", "command": "{python}", "args": ["-m", "memento.mcp_servers.math"]},
+        "documents": {"transport": "stdio", "command": "{python}",
+                      "args": ["-m", "memento.mcp_servers.documents"]},
+    }
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Settings for one run of the Memento graph."""
+
+    planner_model: str = field(default="simulated", metadata={
+        "description": "Planner chat model as provider:model, e.g. openai:gpt-4o-mini, "
+                       "openai-compatible:qwen2.5-7b-instruct, azure:my-deployment, or simulated."})
+    planner_base_url: str = field(default="", metadata={
+        "description": "Base URL of an OpenAI-compatible endpoint for the planner (vLLM, Ollama, llama.cpp, Azure)."})
+    planner_api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "description": "Environment variable that holds the planner's API key."})
+    executor_model: str = field(default="simulated", metadata={
+        "description": "Executor chat model (runs subtasks with tools), as provider:model."})
+    executor_base_url: str = field(default="", metadata={
+        "description": "Base URL of an OpenAI-compatible endpoint for the executor."})
+    executor_api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "description": "Environment variable that holds the executor's API key."})
+    judge_model: str = field(default="simulated", metadata={
+        "description": "Judge chat model, scores answers when no ground truth is given."})
+    judge_base_url: str = field(default="", metadata={
+        "description": "Base URL of an OpenAI-compatible endpoint for the judge."})
+    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "description": "Environment variable that holds the judge's API key."})
+    temperature: float = field(default=0.0, metadata={
+        "description": "Sampling temperature for all three models."})
+    structured_output_method: str = field(default="function_calling", metadata={
+        "description": "How real models return plans: function_calling (widest support), json_schema or json_mode."})
+    request_timeout: float = field(default=120.0, metadata={
+        "description": "Seconds before a model request is abandoned."})
+
+    data_dir: str = field(default="", metadata={
+        "description": "Folder for the case bank and checkpoints; empty means the per-user data folder."})
+    chroma_url: str = field(default="", metadata={
+        "description": "URL of a Chroma server to share one case bank between processes; empty uses data_dir."})
+    collection: str = field(default="memento_cases", metadata={
+        "description": "Chroma collection that holds the cases."})
+    encoder: str = field(default="all-MiniLM-L6-v2", metadata={
+        "description": "Text encoder: all-MiniLM-L6-v2 (packaged, offline), a local folder, or a hub name."})
+    encoder_device: str = field(default="cpu", metadata={
+        "description": "Device for the encoder: cpu, cuda, cuda:N, mps or auto."})
+    retrieval_mode: str = field(default="similarity", metadata={
+        "description": "How past cases are chosen: similarity or none."})
+    top_k: int = field(default=4, metadata={
+        "description": "How many past cases the planner sees (4 is the paper's best)."})
+    write_cases: bool = field(default=True, metadata={
+        "description": "Write each finished run to the case bank."})
+    f1_threshold: float = field(default=0.8, metadata={
+        "description": "Token F1 at or above which an answer earns reward 1 against ground truth."})
+
+    max_cycles: int = field(default=3, metadata={
+        "description": "Planning cycles (plan, execute, replan) before the planner must answer."})
+    max_subtasks: int = field(default=8, metadata={
+        "description": "Most subtasks one plan may hold."})
+    max_tool_calls: int = field(default=6, metadata={
+        "description": "Most tool calls the executor makes for one subtask."})
+    max_planner_retries: int = field(default=2, metadata={
+        "description": "Retries after a malformed planner reply before the run ends with an error."})
+    max_result_chars: int = field(default=4000, metadata={
+        "description": "Longest subtask result or tool output passed on, in characters."})
+
+    mcp_servers: dict[str, dict[str, Any]] = field(default_factory=default_mcp_servers, metadata={
+        "description": "MCP tool servers for the executor, as langchain-mcp-adapters connections."})
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1),
+                          ("top_k", 0), ("max_planner_retries", 0), ("max_result_chars", 200)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
+        if self.retrieval_mode not in {"similarity", "none"}:
+            raise ConfigError(f"setting retrieval_mode must be similarity or none, got {self.retrieval_mode!r}")
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else Path(platformdirs.user_data_dir("memento"))
+
+    def case_bank_location(self) -> str:
+        return self.chroma_url or str(self.resolved_data_dir() / "chroma")
+
+    def checkpoint_path(self) -> Path:
+        return self.resolved_data_dir() / "checkpoints.sqlite"
+
+    def replace(self, **changes: Any) -> "Context":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(Context))
+
+
+def context_from_dict(values: dict[str, Any], source: str = "settings") -> Context:
+    unknown = sorted(set(values) - FIELD_NAMES)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {source}: see configs/default.toml")
+    try:
+        return Context(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad settings in {source}: {exc}") from exc
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config. Tables group settings for readability; `[mcp_servers.NAME]` tables
+    define tool servers. Every other key is a `Context` field."""
+    path = Path(path).expanduser()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: check the --config path") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not readable TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "mcp_servers" or not isinstance(value, dict):
+            values[key] = value
+        else:
+            values.update(value)
+    return values
+
+
+def default_config_path() -> Path:
+    """The packaged `configs/default.toml`, which documents every default of `Context`."""
+    return Path(str(importlib.resources.files("memento.configs") / "default.toml"))
+
+
+def load_context(path: str | Path | None = None, **overrides: Any) -> Context:
+    """Settings from the `Context` defaults, then the file at `path`, then non-None `overrides`."""
+    values = read_config_file(path) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return context_from_dict(values, source=str(path) if path else "overrides")
+
+
+def context_of(runtime: Any) -> Context:
+    """The run's `Context`, whether it came as the dataclass, a dict (LangGraph server) or not at all."""
+    ctx = getattr(runtime, "context", None)
+    if ctx is None:
+        return Context()
+    if isinstance(ctx, Context):
+        return ctx
+    if isinstance(ctx, dict):
+        return context_from_dict(ctx, source="the run's context")
+    raise ConfigError(f"run context must be a memento Context or a dict, got {type(ctx).__name__}")

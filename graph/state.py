@@ -1,0 +1,58 @@
+"""The graph's state: what goes in, what is carried between nodes, and what comes out.
+
+Everything is plain JSON data (strings, numbers, lists, dicts) because it is checkpointed.
+Nodes return whole new values for the keys they change; nothing accumulates by reducer, so a
+thread reused for a new task starts clean in `retrieve_cases`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from typing_extensions import NotRequired
+
+
+class InputState(TypedDict):
+    """A task for the agent."""
+
+    task: str
+    files: NotRequired[list[str]]
+    """Paths of files attached to the task; the executor's document tools may read them."""
+    ground_truth: NotRequired[str | None]
+    """The expected answer, when known; the run is then scored against it, not by the judge."""
+
+
+class SubtaskResult(TypedDict):
+    cycle: int
+    index: int
+    subtask: str
+    result: str
+    tool_calls: list[dict[str, Any]]
+    ok: bool
+
+
+class OutputState(TypedDict):
+    """What a finished run returns."""
+
+    final_answer: str | None
+    plans: list[list[str]]
+    results: list[SubtaskResult]
+    cases_used: list[dict[str, Any]]
+    reward: float | None
+    score: dict[str, Any] | None
+    case_id: str | None
+    error: str | None
+
+
+class State(InputState, OutputState):
+    """Everything the nodes share."""
+
+    plan: list[str]
+    """The plan being executed (the last element of `plans`)."""
+    next_subtask: int
+    """Index in `plan` of the next subtask to execute."""
+    cycle: int
+    """Planning cycles started so far (1 after the first plan)."""
+    planner_notes: list[str]
+    """The planner's short reasoning per decision, for the trace."""
+    case_written: bool

@@ -1,0 +1,112 @@
+"""Build the chat model for a role from the run's settings.
+
+A model setting is `provider:model`. Every provider goes through a langchain chat-model
+class, so the graph's code path is the same for a hosted model, a local server and the
+simulated model; only these settings differ.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from langchain_core.language_models import BaseChatModel
+
+from memento.graph.context import ConfigError, Context
+from memento.llm.simulated import SimulatedChatModel
+
+ROLES = ("planner", "executor", "judge")
+OPENAI_COMPATIBLE = {"openai-compatible", "vllm", "ollama", "llamacpp", "lmstudio"}
+PROVIDERS = {"simulated", "openai", "azure", *OPENAI_COMPATIBLE}
+
+
+class ModelError(RuntimeError):
+    """A model could not be reached or refused the request; the message names the setting."""
+
+
+def _settings(ctx: Context, role: str) -> tuple[str, str, str, str]:
+    spec = getattr(ctx, f"{role}_model").strip()
+    provider, _, model = spec.partition(":")
+    return provider.lower(), model, getattr(ctx, f"{role}_base_url"), getattr(ctx, f"{role}_api_key_env")
+
+
+def check_model_settings(ctx: Context, roles: tuple[str, ...] = ROLES) -> None:
+    """Raise ConfigError, naming the setting to fix, if a role's model cannot be built."""
+    for role in roles:
+        provider, model, base_url, key_env = _settings(ctx, role)
+        if provider not in PROVIDERS:
+            raise ConfigError(
+                f"unknown model provider {provider!r} in {role}_model={getattr(ctx, f'{role}_model')!r}: "
+                f"use one of {', '.join(sorted(PROVIDERS))} as provider:model")
+        if provider == "simulated":
+            continue
+        if not model:
+            raise ConfigError(f"{role}_model={provider!r} names no model: write it as {provider}:MODEL_NAME")
+        if provider in OPENAI_COMPATIBLE | {"azure"} and not base_url:
+            raise ConfigError(f"{role}_model uses {provider}, which needs {role}_base_url (the endpoint URL)")
+        if provider in {"openai", "azure"} and not os.environ.get(key_env):
+            raise ConfigError(
+                f"no API key for the {role} model {provider}:{model}: set the environment variable "
+                f"{key_env} (or point {role}_api_key_env at the variable that holds it)")
+
+
+def make_chat_model(ctx: Context, role: str) -> BaseChatModel:
+    """The chat model for `role` ('planner', 'executor' or 'judge')."""
+    check_model_settings(ctx, (role,))
+    provider, model, base_url, key_env = _settings(ctx, role)
+    if provider == "simulated":
+        return SimulatedChatModel(persona=model or "default")
+    common: dict[str, Any] = {"temperature": ctx.temperature, "timeout": ctx.request_timeout, "max_retries": 2}
+    if provider == "azure":
+        from langchain_openai import AzureChatOpenAI
+
+        return AzureChatOpenAI(azure_deployment=model, azure_endpoint=base_url,
+                               api_key=os.environ[key_env], **common)
+    from langchain_openai import ChatOpenAI
+
+    # Local servers usually accept any key; the client library insists on one.
+    api_key = os.environ.get(key_env) or "not-needed"
+    return ChatOpenAI(model=model, base_url=base_url or None, api_key=api_key, **common)
+
+
+def structured(model: BaseChatModel, schema: type, ctx: Context):
+    """`model` answering with `schema`; the reply comes back as {raw, parsed, parsing_error}."""
+    if isinstance(model, SimulatedChatModel):
+        return model.with_structured_output(schema, include_raw=True)
+    return model.with_structured_output(schema, include_raw=True, method=ctx.structured_output_method)
+
+
+@contextmanager
+def model_call(ctx: Context, role: str) -> Iterator[None]:
+    """Turn a client library's connection and auth errors into one line naming the setting."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as exc:
+        message = _describe(exc, ctx, role)
+        if message is None:
+            raise
+        raise ModelError(message) from exc
+
+
+def _describe(exc: Exception, ctx: Context, role: str) -> str | None:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on it
+        return None
+    provider, model, base_url, key_env = _settings(ctx, role)
+    where = base_url or "the OpenAI API"
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+        return (f"cannot reach the {role} model endpoint {where} ({type(exc).__name__}): "
+                f"check {role}_base_url and that the server is running")
+    if isinstance(exc, openai.AuthenticationError):
+        return f"the {role} model endpoint {where} rejected the API key: check the variable {key_env}"
+    if isinstance(exc, openai.NotFoundError):
+        return f"the {role} model {model!r} was not found at {where}: check {role}_model"
+    if isinstance(exc, openai.APIStatusError):
+        return f"the {role} model endpoint {where} answered HTTP {exc.status_code}: {exc.message}"
+    return None
+
+

@@ -1,0 +1,68 @@
+"""The case schema: one finished run, as the case bank stores it."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+SUCCESS_THRESHOLD = 0.5
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Case(BaseModel):
+    """A past run: the task, the plan that was followed, what came of it, and its reward."""
+
+    id: str
+    task: str
+    plan: list[str] = Field(default_factory=list, description="The last plan's subtasks, in order.")
+    result_summary: str = Field(default="", description="Short summary of the subtask results.")
+    final_answer: str = ""
+    reward: float = Field(ge=0.0, le=1.0)
+    scored_by: str = Field(default="", description="ground_truth, judge:<model> or human.")
+    thread_id: str | None = None
+    created_at: str = Field(default_factory=utc_now)
+    updated_at: str = Field(default_factory=utc_now)
+
+    @property
+    def success(self) -> bool:
+        return self.reward >= SUCCESS_THRESHOLD
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Flat scalar metadata, as Chroma requires; the task is the stored document."""
+        return {
+            "plan": json.dumps(self.plan, ensure_ascii=False),
+            "result_summary": self.result_summary,
+            "final_answer": self.final_answer,
+            "reward": float(self.reward),
+            "scored_by": self.scored_by,
+            "thread_id": self.thread_id or "",
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_record(cls, case_id: str, document: str, metadata: dict[str, Any]) -> "Case":
+        return cls(
+            id=case_id,
+            task=document,
+            plan=json.loads(metadata.get("plan") or "[]"),
+            result_summary=metadata.get("result_summary", ""),
+            final_answer=metadata.get("final_answer", ""),
+            reward=float(metadata.get("reward", 0.0)),
+            scored_by=metadata.get("scored_by", ""),
+            thread_id=metadata.get("thread_id") or None,
+            created_at=metadata.get("created_at", ""),
+            updated_at=metadata.get("updated_at", ""),
+        )
+
+
+class RetrievedCase(Case):
+    """A case as retrieval returns it, with its similarity to the query task."""
+
+    similarity: float

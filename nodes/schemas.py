@@ -1,0 +1,47 @@
+"""Structured replies the planner and the judge must give."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class PlannerDecision(BaseModel):
+    """The planner's decision: either an ordered plan of subtasks to run next, or the final answer."""
+
+    reasoning: str = Field(default="", description="One or two sentences on why this decision.")
+    subtasks: list[str] = Field(
+        default_factory=list,
+        description="Ordered subtasks, each a self-contained instruction for the executor. "
+                    "Empty when giving the final answer.")
+    final_answer: str | None = Field(
+        default=None, description="The final answer to the task, only when no more subtasks are needed.")
+
+    @model_validator(mode="after")
+    def _plan_or_answer(self) -> "PlannerDecision":
+        self.subtasks = [s.strip() for s in self.subtasks]
+        has_answer = bool(self.final_answer and self.final_answer.strip())
+        if any(not s for s in self.subtasks):
+            raise ValueError("every subtask must be a non-empty instruction")
+        if bool(self.subtasks) == has_answer:
+            raise ValueError("give either a non-empty list of subtasks or a final answer, not both and not neither")
+        return self
+
+
+class FinalAnswer(BaseModel):
+    """The final answer to the task, given from the results gathered so far."""
+
+    reasoning: str = Field(default="", description="One or two sentences on how the results support the answer.")
+    final_answer: str = Field(description="The final answer, as short as the task allows.")
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "FinalAnswer":
+        if not self.final_answer.strip():
+            raise ValueError("final_answer must not be empty")
+        return self
+
+
+class JudgeVerdict(BaseModel):
+    """The judge's verdict on an answer."""
+
+    correct: bool = Field(description="Whether the answer correctly and fully answers the task.")
+    reason: str = Field(default="", description="One sentence on why.")

@@ -1,0 +1,64 @@
+"""`write_case`: score the answer, then write the run to the case bank as one case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.config import get_config, get_stream_writer
+from langgraph.runtime import Runtime
+
+from memento.graph.context import Context, context_of
+from memento.graph.state import State
+from memento.llm.factory import make_chat_model, model_call, structured
+from memento.memory.case import Case
+from memento.memory.scoring import Score, score_answer
+from memento.nodes import prompts
+from memento.nodes.resources import case_bank_for
+from memento.nodes.schemas import JudgeVerdict
+
+SUMMARY_CHARS = 1500
+
+
+def judge(ctx: Context, task: str, answer: str) -> Score:
+    """Score an answer with the judge model when there is no ground truth."""
+    model = structured(make_chat_model(ctx, "judge"), JudgeVerdict, ctx)
+    with model_call(ctx, "judge"):
+        reply = model.invoke([SystemMessage(prompts.JUDGE_SYSTEM),
+                              HumanMessage(prompts.JUDGE_TASK.format(task=task, answer=answer))])
+    verdict = reply.get("parsed")
+    if verdict is None:
+        return Score(reward=0.0, exact_match=None, f1=None, scored_by=f"judge:{ctx.judge_model}",
+                     reason="the judge gave no valid verdict")
+    return Score(reward=1.0 if verdict.correct else 0.0, exact_match=None, f1=None,
+                 scored_by=f"judge:{ctx.judge_model}", reason=verdict.reason)
+
+
+def summarise_results(state: State) -> str:
+    lines = [f"{r['cycle']}.{r['index']} {r['subtask']} -> {' '.join(r['result'].split())[:200]}"
+             for r in state.get("results", [])]
+    summary = "\n".join(lines)
+    return summary if len(summary) <= SUMMARY_CHARS else summary[:SUMMARY_CHARS] + " ..."
+
+
+def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx = context_of(runtime)
+    if state.get("case_written"):
+        return {}
+    answer = state.get("final_answer") or ""
+    truth = state.get("ground_truth")
+    score = score_answer(answer, truth, ctx.f1_threshold) if truth else judge(ctx, state["task"], answer)
+    update: dict[str, Any] = {"reward": score.reward, "case_written": True, "score": {
+        "reward": score.reward, "exact_match": score.exact_match, "f1": score.f1,
+        "scored_by": score.scored_by, "reason": score.reason}}
+    if not ctx.write_cases:
+        return {**update, "case_id": None}
+    plans = state.get("plans") or [[]]
+    case = Case(id=state["case_id"], task=state["task"], plan=plans[-1], result_summary=summarise_results(state),
+                final_answer=answer, reward=score.reward, scored_by=score.scored_by,
+                thread_id=get_config().get("configurable", {}).get("thread_id"))
+    # The id was fixed in retrieve_cases and is checkpointed: a resumed or replayed run
+    # overwrites its own case instead of adding a second one.
+    case_bank_for(ctx).write(case)
+    get_stream_writer()({"event": "case_written", "case_id": case.id, "reward": score.reward})
+    return update
