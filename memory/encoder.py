@@ -56,11 +56,13 @@ class TextEncoder:
             return
         import torch  # noqa: F401  (imported here so listing cases never pays for it)
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         from memento.memory.device import resolve_device
 
         path = resolve_encoder_path(self.name)
         local = Path(path).is_dir()
+        hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
             model = AutoModel.from_pretrained(path, local_files_only=local)

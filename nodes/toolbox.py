@@ -27,6 +27,10 @@ OPEN_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 120.0
 
 
+class ToolServerError(RuntimeError):
+    """The configured MCP servers could not be started or reached."""
+
+
 def _connections(servers: dict[str, dict[str, Any]], allowed_paths: list[str]) -> dict[str, dict[str, Any]]:
     """Connection settings with `{python}` resolved and the run's files made readable."""
     out = {}
@@ -102,7 +106,8 @@ class Toolbox:
                 await self._closing.wait()
         except Exception as exc:  # reported to the caller of __enter__, with the server named
             if not opened.done():
-                opened.set_exception(RuntimeError(f"cannot start MCP tool servers: {exc}"))
+                opened.set_exception(ToolServerError(
+                    f"cannot start the MCP tool servers {sorted(self._connections)}: {exc}: check mcp_servers"))
 
     def close(self) -> None:
         if self._closing is None:

@@ -1,0 +1,1 @@
+"""The `memento` command line."""

@@ -1,0 +1,208 @@
+"""`memento`: run, resume and demo the agent, and curate its case bank."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import uuid
+from typing import Any
+
+from memento.graph.context import ConfigError, Context, load_context
+
+EXIT_RUN_ERROR = 1
+EXIT_CONFIG = 2
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/default.toml)")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help="folder of the case bank and checkpoints (default: the per-user data folder)")
+    return common
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    for role in ("planner", "executor", "judge"):
+        parser.add_argument(f"--{role}-model", metavar="PROVIDER:MODEL",
+                            help=f"{role} model, e.g. openai:gpt-4o-mini or simulated")
+        parser.add_argument(f"--{role}-base-url", metavar="URL", help=f"OpenAI-compatible endpoint for the {role}")
+    parser.add_argument("--max-cycles", type=int, metavar="N", help="planning cycles before the planner must answer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="memento", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[common], help="run a task", description="Run a task to its end, "
+                              "streaming progress (node, subtask, tool), then print the final answer.")
+    run.add_argument("task", help="the task, in words")
+    run.add_argument("--file", action="append", default=[], metavar="PATH", help="attach a file (repeatable)")
+    run.add_argument("--ground-truth", metavar="TEXT", help="expected answer; scores the run without the judge")
+    run.add_argument("--thread-id", metavar="ID", help="thread id for the run's checkpoints (default: a new one)")
+    run.add_argument("--json", action="store_true", help="print the outcome as JSON (progress goes to stderr)")
+    _model_options(run)
+
+    resume = commands.add_parser("resume", parents=[common], help="resume an interrupted run",
+                                 description="Resume a run from its last checkpoint and finish it.")
+    resume.add_argument("thread_id", metavar="THREAD_ID", help="the thread id the run printed")
+    resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _model_options(resume)
+
+    demo = commands.add_parser("demo", parents=[common], help="run the offline demo",
+                               description="Run related tasks offline with the simulated model and show the "
+                                           "case bank growing and being used. Uses a new temporary data "
+                                           "folder unless --data-dir is given.")
+    del demo  # no options beyond the common ones
+
+    cases = commands.add_parser("cases", help="inspect and curate the case bank",
+                                description="List, show and delete cases in the case bank.")
+    case_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
+    listing = case_commands.add_parser("list", parents=[common], help="list cases, oldest first")
+    listing.add_argument("--limit", type=int, metavar="N", help="show at most N cases")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = case_commands.add_parser("show", parents=[common], help="show one case")
+    show.add_argument("case_id", metavar="ID", help="case id, or a unique prefix of it")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    delete = case_commands.add_parser("delete", parents=[common], help="delete cases")
+    delete.add_argument("case_ids", nargs="+", metavar="ID", help="case ids, or unique prefixes")
+    delete.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings given as options; None where the option was not given."""
+    overrides: dict[str, Any] = {"data_dir": args.data_dir, "max_cycles": getattr(args, "max_cycles", None)}
+    for role in ("planner", "executor", "judge"):
+        overrides[f"{role}_model"] = getattr(args, f"{role}_model", None)
+        overrides[f"{role}_base_url"] = getattr(args, f"{role}_base_url", None)
+    return overrides
+
+
+def _context(args: argparse.Namespace) -> Context:
+    return load_context(args.config, **_overrides(args))
+
+
+def _finish(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool) -> int:
+    from memento.cli.render import print_outcome
+
+    print_outcome(state, thread_id, ctx, as_json)
+    return EXIT_RUN_ERROR if state.get("error") else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from memento.cli.runner import progress_stream, stream_run
+    from memento.llm.factory import check_model_settings
+    from memento.nodes.retrieve_cases import unreadable_file
+
+    ctx = _context(args)
+    check_model_settings(ctx)
+    files = [os.path.abspath(os.path.expanduser(p)) for p in args.file]
+    if problem := unreadable_file(files):
+        raise ConfigError(problem)
+    thread_id = args.thread_id or str(uuid.uuid4())
+    out = progress_stream(args.json)
+    print(f"[memento] thread {thread_id}", file=out, flush=True)
+    state = stream_run(ctx, thread_id, {"task": args.task, "files": files, "ground_truth": args.ground_truth}, out)
+    return _finish(state, thread_id, ctx, args.json)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from memento.cli.runner import pending_nodes, progress_stream, resume_context, stream_run
+    from memento.llm.factory import check_model_settings
+
+    ctx = resume_context(_context(args), args.thread_id, _overrides(args))
+    check_model_settings(ctx)
+    out = progress_stream(args.json)
+    pending = pending_nodes(ctx, args.thread_id)
+    if pending:
+        print(f"[memento] resuming thread {args.thread_id} at {', '.join(pending)}", file=out, flush=True)
+    else:
+        print(f"[memento] thread {args.thread_id} already finished", file=out, flush=True)
+    state = stream_run(ctx, args.thread_id, None, out) if pending else _final_state(ctx, args.thread_id)
+    return _finish(state, args.thread_id, ctx, args.json)
+
+
+def _final_state(ctx: Context, thread_id: str) -> dict[str, Any]:
+    from memento.cli.runner import checkpointed_graph
+
+    with checkpointed_graph(ctx) as graph:
+        return dict(graph.get_state({"configurable": {"thread_id": thread_id}}).values)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from memento.cli.demo import run_demo
+
+    return run_demo(load_context(args.config), args.data_dir)
+
+
+def _find(bank: Any, prefix: str) -> Any:
+    case = bank.get(prefix)
+    if case is not None:
+        return case
+    matches = [c for c in bank.list() if c.id.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ConfigError(f"no case with id {prefix!r}: see memento cases list")
+    raise ConfigError(f"case id prefix {prefix!r} matches {len(matches)} cases: give more characters")
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from memento.cli.render import case_row, case_text
+    from memento.nodes.resources import case_bank_for
+
+    bank = case_bank_for(_context(args))
+    if args.cases_command == "list":
+        cases = bank.list(limit=args.limit)
+        if args.json:
+            print(json.dumps([c.model_dump() for c in cases], ensure_ascii=False, indent=2))
+        else:
+            print(f"{bank.count()} case(s) in {bank.location}")
+            for case in cases:
+                print(case_row(case))
+        return 0
+    if args.cases_command == "show":
+        case = _find(bank, args.case_id)
+        print(json.dumps(case.model_dump(), ensure_ascii=False, indent=2) if args.json else case_text(case))
+        return 0
+    ids = [_find(bank, prefix).id for prefix in args.case_ids]
+    deleted = bank.delete(ids)
+    print(json.dumps({"deleted": deleted}) if args.json else "\n".join(f"deleted {i}" for i in deleted))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "demo": cmd_demo, "cases": cmd_cases}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from memento.llm.factory import ModelError
+    from memento.memory.case_bank import CaseBankError
+    from memento.memory.device import DeviceError
+    from memento.memory.encoder import EncoderError
+    from memento.nodes.toolbox import ToolServerError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"memento: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ModelError, CaseBankError, DeviceError, EncoderError, ToolServerError) as exc:
+        print(f"memento: error: {exc}", file=sys.stderr)
+        if getattr(args, "thread_id", None) or args.command == "run":
+            print("memento: the run is checkpointed; fix the cause and continue with `memento resume THREAD_ID`",
+                  file=sys.stderr)
+        return EXIT_RUN_ERROR
+    except KeyboardInterrupt:
+        print("memento: interrupted; continue with `memento resume THREAD_ID`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

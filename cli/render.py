@@ -1,0 +1,93 @@
+"""How progress and results look in a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from memento.graph.context import Context
+from memento.memory.case import Case
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def simulated_roles(ctx: Context) -> list[str]:
+    return [role for role in ("planner", "executor", "judge") if getattr(ctx, f"{role}_model").startswith("simulated")]
+
+
+class Progress:
+    """Prints one line per node update and per custom event (subtask, tool call, case write)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def custom(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "cases":
+            self.say(f"  cases: {event['count']} retrieved, {event['successes']} successful")
+        elif kind == "subtask":
+            self.say(f"  subtask {event['index']}/{event['of']} (cycle {event['cycle']}): {_one_line(event['subtask'])}")
+        elif kind == "tool":
+            args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
+            self.say(f"    tool {event['name']}({_one_line(args, 60)}) -> {event['status']}: "
+                     f"{_one_line(event['output'], 60)}")
+        elif kind == "case_written":
+            self.say(f"  case {event['case_id']} written, reward {event['reward']:g}")
+
+    def update(self, node: str, values: dict[str, Any] | None) -> None:
+        values = values or {}
+        if node == "__interrupt__":
+            self.say("[paused] the run is waiting for input")
+            return
+        detail = ""
+        if values.get("error"):
+            detail = f"error: {values['error']}"
+        elif node in ("plan", "replan") and values.get("final_answer") is not None:
+            detail = f"final answer: {_one_line(values['final_answer'])}"
+        elif node in ("plan", "replan") and values.get("plan"):
+            steps = "; ".join(f"{i}. {_one_line(s, 60)}" for i, s in enumerate(values["plan"], 1))
+            detail = f"plan for cycle {values['cycle']}: {steps}"
+        elif node == "execute_subtask" and values.get("results"):
+            detail = f"result: {_one_line(values['results'][-1]['result'])}"
+        elif node == "write_case" and values.get("score"):
+            detail = f"scored by {values['score']['scored_by']}"
+        self.say(f"[{node}] {detail}".rstrip())
+
+
+def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool, out: TextIO = sys.stdout) -> None:
+    roles = simulated_roles(ctx)
+    if as_json:
+        keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "error")
+        payload = {"thread_id": thread_id, **{k: state.get(k) for k in keys},
+                   "cases_used": [{"id": c["id"], "similarity": c["similarity"], "reward": c["reward"]}
+                                  for c in state.get("cases_used", [])],
+                   "simulated_roles": roles}
+        print(json.dumps(payload, ensure_ascii=False, indent=2), file=out)
+        return
+    label = f"  [simulated model: {', '.join(roles)}]" if roles else ""
+    if state.get("error"):
+        print(f"run ended with an error: {state['error']}{label}", file=out)
+    else:
+        print(f"answer: {state.get('final_answer')}{label}", file=out)
+        if state.get("reward") is not None:
+            print(f"reward: {state['reward']:g} ({state['score']['scored_by']})", file=out)
+    print(f"thread: {thread_id}", file=out)
+
+
+def case_row(case: Case) -> str:
+    return f"{case.id[:8]}  {case.reward:>6g}  {case.created_at[:19]}  {_one_line(case.task, 70)}"
+
+
+def case_text(case: Case) -> str:
+    plan = "\n".join(f"  {i}. {step}" for i, step in enumerate(case.plan, 1)) or "  (none)"
+    return (f"id:           {case.id}\ntask:         {case.task}\nreward:       {case.reward:g} ({case.scored_by})\n"
+            f"final answer: {case.final_answer}\nthread:       {case.thread_id or '-'}\n"
+            f"created:      {case.created_at}\nupdated:      {case.updated_at}\nplan:\n{plan}\n"
+            f"results:\n  " + case.result_summary.replace("\n", "\n  "))
