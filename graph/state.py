@@ -7,9 +7,9 @@ thread reused for a new task starts clean in `retrieve_cases`.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
-from typing_extensions import NotRequired
+from typing_extensions import NotRequired, TypedDict
 
 
 class InputState(TypedDict):
@@ -56,3 +56,10 @@ class State(InputState, OutputState):
     planner_notes: list[str]
     """The planner's short reasoning per decision, for the trace."""
     case_written: bool
+
+
+def end_of_run(update: dict[str, Any]) -> dict[str, Any]:
+    """`update` for a node that ends the run. A finished run consumes its optional inputs: LangGraph
+    keeps any key a new input leaves out, and a thread reused for a new task must not inherit the
+    last task's files or ground truth."""
+    return {**update, "files": [], "ground_truth": None}

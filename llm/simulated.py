@@ -32,7 +32,7 @@ SUM_STEP = "Add up all the numbers in the earlier results with the calculator."
 CHECK_STEP = "Double-check this result: {value}"
 GENERAL_STEP = "Answer from general knowledge: {task}"
 
-_EXPRESSION = re.compile(r"(?<![\w.])[-(]*\d[\d.\s]*(?:[-+*/^%]\s*[(\s]*\d[\d.\s)]*)+")
+_EXPRESSION = re.compile(r"(?<![\w.])[-(]*\d[\d.\s]*(?:(?:\*\*|//|[-+*/^%])\s*[(\s]*\d[\d.\s)]*)+")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 _WANTS_TOTAL = re.compile(r"\b(total|sum|add up|altogether|combined)\b", re.IGNORECASE)
 _DONT_KNOW = re.compile(r"^\s*(i don't know|unknown|error)", re.IGNORECASE)

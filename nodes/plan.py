@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
-from memento.graph.state import State
+from memento.graph.state import State, end_of_run
 from memento.nodes import prompts
 from memento.nodes.planner import ask_planner, decision_update, planner_messages
 from memento.nodes.schemas import PlannerDecision
@@ -18,5 +18,5 @@ def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     instruction = prompts.PLAN_INSTRUCTION.format(max_cycles=ctx.max_cycles)
     decision, error = ask_planner(ctx, planner_messages(state, ctx, instruction), PlannerDecision)
     if error:
-        return {"error": error}
+        return end_of_run({"error": error})
     return decision_update(state, decision)

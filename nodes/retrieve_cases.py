@@ -10,7 +10,7 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
-from memento.graph.state import State
+from memento.graph.state import State, end_of_run
 from memento.nodes.resources import case_bank_for
 
 
@@ -34,9 +34,9 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "reward": None, "score": None, "error": None, "case_written": False,
     }
     if not (state.get("task") or "").strip():
-        return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
+        return end_of_run({**update, "error": "the input has no task: give {'task': 'what to do'}"})
     if problem := unreadable_file(files):
-        return {**update, "error": problem}
+        return end_of_run({**update, "error": problem})
     if ctx.retrieval_mode == "none" or ctx.top_k == 0:
         return update
     cases = case_bank_for(ctx).retrieve(state["task"], ctx.top_k)

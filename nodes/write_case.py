@@ -9,7 +9,7 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
-from memento.graph.state import State
+from memento.graph.state import State, end_of_run
 from memento.llm.factory import make_chat_model, model_call, structured
 from memento.memory.case import Case
 from memento.memory.scoring import Score, score_answer
@@ -44,7 +44,7 @@ def summarise_results(state: State) -> str:
 def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = context_of(runtime)
     if state.get("case_written"):
-        return {}
+        return end_of_run({})
     answer = state.get("final_answer") or ""
     truth = state.get("ground_truth")
     score = score_answer(answer, truth, ctx.f1_threshold) if truth else judge(ctx, state["task"], answer)
@@ -52,7 +52,7 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "reward": score.reward, "exact_match": score.exact_match, "f1": score.f1,
         "scored_by": score.scored_by, "reason": score.reason}}
     if not ctx.write_cases:
-        return {**update, "case_id": None}
+        return end_of_run({**update, "case_id": None})
     plans = state.get("plans") or [[]]
     case = Case(id=state["case_id"], task=state["task"], plan=plans[-1], result_summary=summarise_results(state),
                 final_answer=answer, reward=score.reward, scored_by=score.scored_by,
@@ -61,4 +61,4 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     # overwrites its own case instead of adding a second one.
     case_bank_for(ctx).write(case)
     get_stream_writer()({"event": "case_written", "case_id": case.id, "reward": score.reward})
-    return update
+    return end_of_run(update)
