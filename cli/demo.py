@@ -49,9 +49,9 @@ def run_demo(ctx: Context, data_dir: str | None) -> int:
         rows.append((n, len(used), good, len(used) - good, len(state.get("plans", [])), state.get("final_answer"),
                      state.get("reward"), bank.count()))
         print(f"answer: {state.get('final_answer')}  [simulated]   reward: {state.get('reward')}\n")
-    print("task  cases used (ok/failed)  planning cycles  reward  bank size  answer")
+    print(f"{'task':>4}  {'cases used (ok/failed)':<22}  {'cycles':>6}  {'reward':>6}  {'bank':>4}  answer")
     for n, used, good, bad, cycles, answer, reward, size in rows:
-        print(f"{n:>4}  {used:>4} ({good}/{bad}){'':>13}{cycles:>3}{'':>14}{reward!s:>5}  {size:>6}     {answer}")
+        print(f"{n:>4}  {f'{used} ({good}/{bad})':<22}  {cycles:>6}  {reward:>6g}  {size:>4}  {answer}")
     print("\nTasks 3 and 4 retrieve task 2's successful case and plan the sum step up front: one planning")
     print("cycle instead of two. Task 6 sees task 5's failure as a case to avoid.")
     print(f"Inspect the bank: memento cases list --data-dir {folder}")

@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     files = [os.path.abspath(os.path.expanduser(p)) for p in args.file]
     if problem := unreadable_file(files):
         raise ConfigError(problem)
-    thread_id = args.thread_id or str(uuid.uuid4())
+    thread_id = args.thread_id = args.thread_id or str(uuid.uuid4())
     out = progress_stream(args.json)
     print(f"[memento] thread {thread_id}", file=out, flush=True)
     state = stream_run(ctx, thread_id, {"task": args.task, "files": files, "ground_truth": args.ground_truth}, out)
@@ -195,12 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except (ModelError, CaseBankError, DeviceError, EncoderError, ToolServerError) as exc:
         print(f"memento: error: {exc}", file=sys.stderr)
-        if getattr(args, "thread_id", None) or args.command == "run":
-            print("memento: the run is checkpointed; fix the cause and continue with `memento resume THREAD_ID`",
+        if getattr(args, "thread_id", None):
+            print(f"memento: the run is checkpointed; fix the cause, then `memento resume {args.thread_id}`",
                   file=sys.stderr)
         return EXIT_RUN_ERROR
     except KeyboardInterrupt:
-        print("memento: interrupted; continue with `memento resume THREAD_ID`", file=sys.stderr)
+        thread = getattr(args, "thread_id", None) or "THREAD_ID"
+        print(f"memento: interrupted; continue with `memento resume {thread}`", file=sys.stderr)
         return 130
 
 

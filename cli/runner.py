@@ -48,7 +48,10 @@ def stream_run(ctx: Context, thread_id: str, graph_input: dict[str, Any] | None,
     progress = Progress(progress_out)
     config = thread_config(thread_id, ctx)
     with checkpointed_graph(ctx) as graph:
-        for mode, chunk in graph.stream(graph_input, config, context=ctx, stream_mode=["updates", "custom"]):
+        # durability="sync": a step's checkpoint is on disk before the next step starts, so a
+        # killed process loses at most the step it was in.
+        for mode, chunk in graph.stream(graph_input, config, context=ctx, stream_mode=["updates", "custom"],
+                                        durability="sync"):
             if mode == "custom":
                 progress.custom(chunk)
             else:
