@@ -15,7 +15,7 @@ export ANONYMIZED_TELEMETRY ?= False
 export LANGGRAPH_CLI_NO_ANALYTICS ?= 1
 export LANGGRAPH_NO_VERSION_CHECK ?= true
 
-.PHONY: all setup demo test bench studio clean
+.PHONY: all setup demo test studio clean
 
 all: test
 
@@ -43,11 +43,7 @@ demo: $(READY)
 test: $(READY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(READY)
-	$(BIN)/python benchmarks/run_all.py
-
 studio: $(READY)
-	$(BIN)/python -m pip install "langgraph-cli[inmem]>=0.4"
 	$(BIN)/langgraph dev --port 2025 --no-browser
 
 clean:

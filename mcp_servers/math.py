@@ -11,6 +11,7 @@ from mcp.server.fastmcp import FastMCP
 MAX_EXPRESSION_CHARS = 2000
 MAX_EXPONENT = 10_000
 MAX_DIGITS = 5_000
+_MAX_BITS = int(MAX_DIGITS * 3.33)
 
 server = FastMCP("memento-math", log_level="WARNING", instructions="Exact arithmetic: + - * / // % ** and parentheses.")
 
@@ -37,10 +38,14 @@ def _eval(node: ast.AST) -> Fraction:
                 raise MathError("only whole-number exponents are exact")
             if abs(right) > MAX_EXPONENT:
                 raise MathError(f"exponent {right} is larger than {MAX_EXPONENT}")
+            # Refuse before computing: the size of a power is known in advance.
+            base_bits = max(left.numerator.bit_length(), left.denominator.bit_length())
+            if base_bits * abs(right.numerator) > _MAX_BITS:
+                raise MathError(f"result has more than {MAX_DIGITS} digits")
         if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
             raise MathError("division by zero")
         value = _BINARY[type(node.op)](left, right)
-        if len(str(value.numerator)) > MAX_DIGITS:
+        if max(value.numerator.bit_length(), value.denominator.bit_length()) > _MAX_BITS:
             raise MathError(f"result has more than {MAX_DIGITS} digits")
         return Fraction(value)
     raise MathError(f"unsupported element {type(node).__name__}: only numbers, + - * / // % ** and ( )")
