@@ -12,6 +12,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from memento.cli.render import Progress
 from memento.graph.builder import build_graph
 from memento.graph.context import ConfigError, Context, context_from_dict
+from memento.nodes.toolbox import redact_secrets
 
 SETTINGS_KEY = "memento_settings"
 
@@ -26,7 +27,8 @@ def checkpointed_graph(ctx: Context) -> Iterator[Any]:
 def thread_config(thread_id: str, ctx: Context) -> dict[str, Any]:
     # The run's settings ride in `configurable` so they land in each checkpoint's metadata,
     # where `resume` finds them. They hold no secrets: API keys stay in the environment.
-    return {"configurable": {"thread_id": thread_id, SETTINGS_KEY: json.dumps(ctx.to_dict())}}
+    settings = ctx.to_dict() | {"mcp_servers": redact_secrets(ctx.mcp_servers)}
+    return {"configurable": {"thread_id": thread_id, SETTINGS_KEY: json.dumps(settings)}}
 
 
 def stored_settings(ctx: Context, thread_id: str) -> dict[str, Any] | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import sys
 import threading
 from contextlib import AsyncExitStack
@@ -31,6 +33,38 @@ class ToolServerError(RuntimeError):
     """The configured MCP servers could not be started or reached."""
 
 
+SECRET_REFERENCE = re.compile(r"^\$\{(\w+)\}$")
+REDACTED = "<redacted>"
+
+
+def redact_secrets(servers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Server settings safe to store: `env` and `headers` values other than `${VAR}` references
+    are replaced, so a key written straight into a config never lands in a checkpoint."""
+    safe = {}
+    for name, conn in servers.items():
+        conn = dict(conn)
+        for key in ("env", "headers"):
+            if isinstance(conn.get(key), dict):
+                conn[key] = {k: v if SECRET_REFERENCE.match(str(v)) else REDACTED for k, v in conn[key].items()}
+        safe[name] = conn
+    return safe
+
+
+def _expand(name: str, key: str, values: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for var, value in values.items():
+        if value == REDACTED:
+            raise ConfigError(f"mcp_servers.{name}.{key}.{var} was not stored with the run: write it as "
+                              "${VARIABLE} so it is read from the environment")
+        if match := SECRET_REFERENCE.match(str(value)):
+            if match.group(1) not in os.environ:
+                raise ConfigError(f"mcp_servers.{name}.{key}.{var} refers to ${{{match.group(1)}}}, "
+                                  "which is not set in the environment")
+            value = os.environ[match.group(1)]
+        out[var] = str(value)
+    return out
+
+
 def _connections(servers: dict[str, dict[str, Any]], allowed_paths: list[str]) -> dict[str, dict[str, Any]]:
     """Connection settings with `{python}` resolved and the run's files made readable."""
     out = {}
@@ -40,6 +74,9 @@ def _connections(servers: dict[str, dict[str, Any]], allowed_paths: list[str]) -
             continue
         conn.pop("enabled", None)
         transport = conn.setdefault("transport", "stdio")
+        for key in ("env", "headers"):
+            if isinstance(conn.get(key), dict):
+                conn[key] = _expand(name, key, conn[key])
         if transport == "stdio":
             if not conn.get("command"):
                 raise ConfigError(f"mcp_servers.{name} has no command: give the program that starts the server")
