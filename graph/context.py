@@ -69,12 +69,23 @@ class Context:
         "description": "Chroma collection that holds the cases."})
     encoder: str = field(default="all-MiniLM-L6-v2", metadata={
         "description": "Text encoder: all-MiniLM-L6-v2 (packaged, offline), a local folder, or a hub name."})
-    encoder_device: str = field(default="cpu", metadata={
-        "description": "Device for the encoder: cpu, cuda, cuda:N, mps or auto."})
+    encoder_device: str = field(default="auto", metadata={
+        "description": "Device for the encoder: cpu, cuda, cuda:N, mps or auto (a GPU when there is one)."})
     retrieval_mode: str = field(default="similarity", metadata={
-        "description": "How past cases are chosen: similarity or none."})
+        "description": "How past cases are chosen: similarity (nearest tasks), parametric (nearest "
+                       "candidates re-ranked by the learned Q-retriever) or none."})
     top_k: int = field(default=4, metadata={
         "description": "How many past cases the planner sees (4 is the paper's best)."})
+    candidates: int = field(default=64, metadata={
+        "description": "Nearest-neighbour candidates the Q-retriever re-ranks in parametric mode."})
+    retriever_device: str = field(default="auto", metadata={
+        "description": "Device for the Q-retriever: cpu, cuda, cuda:N, mps or auto (a GPU when there is one)."})
+    retriever_path: str = field(default="", metadata={
+        "description": "Q-retriever checkpoint (weights, optimiser, replay buffer); empty means data_dir/retriever.pt."})
+    online_learning: bool = field(default=True, metadata={
+        "description": "After each run, store its (task, case, reward) transitions and train the Q-retriever."})
+    retriever_steps: int = field(default=8, metadata={
+        "description": "Gradient steps the Q-retriever takes after each run."})
     write_cases: bool = field(default=True, metadata={
         "description": "Write each finished run to the case bank."})
     f1_threshold: float = field(default=0.8, metadata={
@@ -95,19 +106,24 @@ class Context:
         "description": "MCP tool servers for the executor, as langchain-mcp-adapters connections."})
 
     def __post_init__(self) -> None:
-        for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1),
-                          ("top_k", 0), ("max_planner_retries", 0), ("max_result_chars", 200)):
+        for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1), ("top_k", 0),
+                          ("candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
+                          ("max_result_chars", 200)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
-        if self.retrieval_mode not in {"similarity", "none"}:
-            raise ConfigError(f"setting retrieval_mode must be similarity or none, got {self.retrieval_mode!r}")
+        if self.retrieval_mode not in {"similarity", "parametric", "none"}:
+            raise ConfigError(f"setting retrieval_mode must be similarity, parametric or none, "
+                              f"got {self.retrieval_mode!r}")
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else Path(platformdirs.user_data_dir("memento"))
 
     def case_bank_location(self) -> str:
         return self.chroma_url or str(self.resolved_data_dir() / "chroma")
+
+    def retriever_checkpoint(self) -> Path:
+        return Path(self.retriever_path).expanduser() if self.retriever_path else self.resolved_data_dir() / "retriever.pt"
 
     def checkpoint_path(self) -> Path:
         return self.resolved_data_dir() / "checkpoints.sqlite"

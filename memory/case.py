@@ -26,12 +26,17 @@ class Case(BaseModel):
     reward: float = Field(ge=0.0, le=1.0)
     scored_by: str = Field(default="", description="ground_truth, judge:<model> or human.")
     thread_id: str | None = None
+    plan_source: str | None = Field(default=None, description="The plan exactly as an imported file gave it.")
     created_at: str = Field(default_factory=utc_now)
     updated_at: str = Field(default_factory=utc_now)
 
     @property
     def success(self) -> bool:
         return self.reward >= SUCCESS_THRESHOLD
+
+    def plan_text(self) -> str:
+        """The plan as one text, the form its embedding is computed from."""
+        return "\n".join(self.plan) or self.task
 
     def to_metadata(self) -> dict[str, Any]:
         """Flat scalar metadata, as Chroma requires; the task is the stored document."""
@@ -42,6 +47,7 @@ class Case(BaseModel):
             "reward": float(self.reward),
             "scored_by": self.scored_by,
             "thread_id": self.thread_id or "",
+            "plan_source": self.plan_source or "",
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -57,12 +63,15 @@ class Case(BaseModel):
             reward=float(metadata.get("reward", 0.0)),
             scored_by=metadata.get("scored_by", ""),
             thread_id=metadata.get("thread_id") or None,
+            plan_source=metadata.get("plan_source") or None,
             created_at=metadata.get("created_at", ""),
             updated_at=metadata.get("updated_at", ""),
         )
 
 
 class RetrievedCase(Case):
-    """A case as retrieval returns it, with its similarity to the query task."""
+    """A case as retrieval returns it, with its similarity to the query task and, under
+    parametric retrieval, Q: the predicted reward of planning with it."""
 
     similarity: float
+    q: float | None = None

@@ -1,30 +1,44 @@
-"""The case bank: cases in a Chroma collection, embedded once, at write time.
+"""The case bank: cases in Chroma, embedded once, at write time.
 
-Embeddings are the task texts encoded by the project's own encoder and stored with each
-case; retrieval encodes only the query. Chroma's default embedding function is never used
-(it downloads a model). One process owns a `PersistentClient` folder; several processes
-share a bank through a Chroma server (`chroma_url`).
+Two collections share the case ids: `<name>` holds each case's task embedding (the document is
+the task, the metadata the rest of the case), `<name>_plans` its plan embedding, which the
+parametric retriever reads. Both are computed by the project's own encoder when a case is
+written; retrieval encodes only the query. Chroma's default embedding function is never used (it
+downloads a model). One process owns a `PersistentClient` folder; several processes share a bank
+through a Chroma server (`chroma_url`).
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import chromadb
+import numpy as np
 from chromadb.config import Settings
 
 from memento.memory.case import Case, RetrievedCase, utc_now
 from memento.memory.encoder import TextEncoder
 
 DEFAULT_COLLECTION = "memento_cases"
+WRITE_BATCH = 256
 _clients: dict[str, chromadb.api.ClientAPI] = {}
 _clients_lock = threading.Lock()
 
 
 class CaseBankError(RuntimeError):
     """The case bank cannot be opened or used as configured."""
+
+
+@dataclass
+class Candidates:
+    """Nearest-neighbour candidates with their stored embeddings, best first."""
+
+    cases: list[RetrievedCase]
+    task_embeddings: np.ndarray  # (n, dim)
+    plan_embeddings: np.ndarray  # (n, dim)
 
 
 def _client(location: str) -> chromadb.api.ClientAPI:
@@ -53,14 +67,15 @@ class CaseBank:
             raise CaseBankError(f"collection name {collection!r} is too short: Chroma needs 3+ characters")
         self.location = str(location)
         self.encoder = encoder
+        metadata = {"hnsw:space": "cosine", "encoder": encoder.name}
         try:
-            self._collection = _client(self.location).get_or_create_collection(
-                collection, embedding_function=None,
-                metadata={"hnsw:space": "cosine", "encoder": encoder.name},
-            )
+            client = _client(self.location)
+            self._cases = client.get_or_create_collection(collection, embedding_function=None, metadata=metadata)
+            self._plans = client.get_or_create_collection(f"{collection}_plans", embedding_function=None,
+                                                          metadata=metadata)
         except Exception as exc:
             raise CaseBankError(f"cannot open case bank at {self.location}: {exc}") from exc
-        stored_encoder = (self._collection.metadata or {}).get("encoder")
+        stored_encoder = (self._cases.metadata or {}).get("encoder")
         if stored_encoder and stored_encoder != encoder.name:
             raise CaseBankError(
                 f"case bank at {self.location} was embedded with encoder {stored_encoder!r}, "
@@ -68,46 +83,83 @@ class CaseBank:
             )
 
     def count(self) -> int:
-        return self._collection.count()
+        return self._cases.count()
 
     def write(self, case: Case) -> Case:
         """Insert or replace a case by id. Writing the same id twice leaves one case."""
         existing = self.get(case.id)
         stamped = case.model_copy(update={
-            "created_at": existing.created_at if existing else case.created_at,
-            "updated_at": utc_now(),
-        })
-        embedding = self.encoder.encode([stamped.task])[0]
-        self._collection.upsert(
-            ids=[stamped.id], embeddings=[embedding.tolist()], documents=[stamped.task],
-            metadatas=[stamped.to_metadata()],
-        )
-        return stamped
+            "created_at": existing.created_at if existing else case.created_at, "updated_at": utc_now()})
+        return self.write_many([stamped])[0]
+
+    def write_many(self, cases: list[Case]) -> list[Case]:
+        """Embed and upsert cases in batches (task and plan texts in one encoder call per batch)."""
+        for start in range(0, len(cases), WRITE_BATCH):
+            batch = cases[start:start + WRITE_BATCH]
+            vectors = self.encoder.encode([c.task for c in batch] + [c.plan_text() for c in batch])
+            self.put_embedded(batch, vectors[:len(batch)], vectors[len(batch):])
+        return cases
+
+    def put_embedded(self, cases: list[Case], task_embeddings: np.ndarray, plan_embeddings: np.ndarray) -> None:
+        """Upsert cases whose embeddings are already computed (bulk loads, benchmarks)."""
+        ids = [c.id for c in cases]
+        # Plans first: a case is visible to retrieval only once both of its vectors exist.
+        self._plans.upsert(ids=ids, embeddings=np.asarray(plan_embeddings, dtype=np.float32))
+        self._cases.upsert(ids=ids, embeddings=np.asarray(task_embeddings, dtype=np.float32),
+                           documents=[c.task for c in cases], metadatas=[c.to_metadata() for c in cases])
+
+    def candidates(self, query_embedding: np.ndarray, n: int) -> Candidates:
+        """The n cases nearest to the query embedding, with their stored task and plan embeddings."""
+        dim = int(np.asarray(query_embedding).shape[-1])
+        total = self.count()
+        if n <= 0 or total == 0:
+            return Candidates([], np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32))
+        hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)],
+                                 n_results=min(n, total),
+                                 include=["documents", "metadatas", "distances", "embeddings"])
+        ids = hits["ids"][0]
+        cases = [RetrievedCase(**Case.from_record(i, d, m).model_dump(), similarity=round(1.0 - float(dist), 4))
+                 for i, d, m, dist in zip(ids, hits["documents"][0], hits["metadatas"][0], hits["distances"][0])]
+        return Candidates(cases, np.asarray(hits["embeddings"][0], dtype=np.float32), self._plan_embeddings(cases))
+
+    def _plan_embeddings(self, cases: list[Case]) -> np.ndarray:
+        got = self._plans.get(ids=[c.id for c in cases], include=["embeddings"])
+        found = dict(zip(got["ids"], got["embeddings"]))
+        missing = [c for c in cases if c.id not in found]
+        if missing:  # a bank written before plan embeddings existed: fill in once, then stored
+            vectors = self.encoder.encode([c.plan_text() for c in missing])
+            self._plans.upsert(ids=[c.id for c in missing], embeddings=vectors)
+            found.update({c.id: v for c, v in zip(missing, vectors)})
+        return np.asarray([found[c.id] for c in cases], dtype=np.float32)
+
+    def embeddings(self, case_ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Stored (ids found, task embeddings, plan embeddings) for the given ids, in their order."""
+        if not case_ids:
+            empty = np.zeros((0, self.encoder.dim), np.float32)
+            return [], empty, empty
+        got = self._cases.get(ids=list(case_ids), include=["documents", "metadatas", "embeddings"])
+        by_id = {i: (e, Case.from_record(i, d, m)) for i, d, m, e in
+                 zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
+        ids = [i for i in case_ids if i in by_id]
+        tasks = np.asarray([by_id[i][0] for i in ids], dtype=np.float32)
+        plans = self._plan_embeddings([by_id[i][1] for i in ids]) if ids else tasks
+        return ids, tasks, plans
 
     def retrieve(self, task: str, k: int) -> list[RetrievedCase]:
         """The k cases whose tasks are most similar to `task`, best first."""
         if k <= 0 or self.count() == 0:
             return []
-        query = self.encoder.encode([task])[0]
-        hits = self._collection.query(
-            query_embeddings=[query.tolist()], n_results=k, include=["documents", "metadatas", "distances"],
-        )
-        cases = []
-        for case_id, doc, meta, dist in zip(hits["ids"][0], hits["documents"][0],
-                                             hits["metadatas"][0], hits["distances"][0]):
-            base = Case.from_record(case_id, doc, meta)
-            cases.append(RetrievedCase(**base.model_dump(), similarity=round(1.0 - float(dist), 4)))
-        return cases
+        return self.candidates(self.encoder.encode([task])[0], k).cases
 
     def get(self, case_id: str) -> Case | None:
-        got = self._collection.get(ids=[case_id], include=["documents", "metadatas"])
+        got = self._cases.get(ids=[case_id], include=["documents", "metadatas"])
         if not got["ids"]:
             return None
         return Case.from_record(got["ids"][0], got["documents"][0], got["metadatas"][0])
 
     def list(self, limit: int | None = None, offset: int = 0) -> list[Case]:
         """Cases, oldest first."""
-        got = self._collection.get(include=["documents", "metadatas"])
+        got = self._cases.get(include=["documents", "metadatas"])
         cases = [Case.from_record(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])]
         cases.sort(key=lambda c: (c.created_at, c.id))
         end = None if limit is None else offset + limit
@@ -115,7 +167,8 @@ class CaseBank:
 
     def delete(self, case_ids: list[str]) -> list[str]:
         """Delete the given ids; return those that existed."""
-        found = self._collection.get(ids=list(case_ids), include=[])["ids"]
+        found = self._cases.get(ids=list(case_ids), include=[])["ids"]
         if found:
-            self._collection.delete(ids=found)
+            self._cases.delete(ids=found)
+            self._plans.delete(ids=found)
         return found

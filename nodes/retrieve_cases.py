@@ -6,12 +6,14 @@ import os
 import uuid
 from typing import Any
 
+import numpy as np
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
 from memento.graph.state import State, end_of_run
-from memento.nodes.resources import case_bank_for
+from memento.memory.case import RetrievedCase
+from memento.nodes.resources import case_bank_for, retriever_for
 
 
 def unreadable_file(files: list[str]) -> str | None:
@@ -39,8 +41,26 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return end_of_run({**update, "error": problem})
     if ctx.retrieval_mode == "none" or ctx.top_k == 0:
         return update
-    cases = case_bank_for(ctx).retrieve(state["task"], ctx.top_k)
+    cases = select_cases(ctx, state["task"])
     update["cases_used"] = [case.model_dump() for case in cases]
-    get_stream_writer()({"event": "cases", "count": len(cases),
+    get_stream_writer()({"event": "cases", "count": len(cases), "mode": ctx.retrieval_mode,
                          "successes": sum(case.success for case in cases)})
     return update
+
+
+def select_cases(ctx: Context, task: str) -> list[RetrievedCase]:
+    """Two stages: Chroma's nearest candidates, then (parametric mode) re-ranked by Q.
+
+    Per-query work is one encoder pass for the task, the nearest-neighbour search, and one
+    batched MLP pass over at most `candidates` stored embeddings: nothing grows with the bank."""
+    bank = case_bank_for(ctx)
+    query = bank.encoder.encode([task])[0]
+    parametric = ctx.retrieval_mode == "parametric"
+    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if parametric else ctx.top_k)
+    if not parametric:
+        return found.cases[:ctx.top_k]
+    retriever = retriever_for(ctx)
+    q = retriever.q_values(query, found.task_embeddings, found.plan_embeddings)
+    # An untrained network ranks at random: until its first update, keep the similarity order.
+    order = np.argsort(-q, kind="stable") if retriever.trained else np.arange(len(q))
+    return [found.cases[i].model_copy(update={"q": round(float(q[i]), 4)}) for i in order[:ctx.top_k]]

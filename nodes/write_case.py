@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
@@ -12,9 +14,10 @@ from memento.graph.context import Context, context_of
 from memento.graph.state import State, end_of_run
 from memento.llm.factory import make_chat_model, model_call, structured
 from memento.memory.case import Case
+from memento.memory.case_bank import CaseBank
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
-from memento.nodes.resources import case_bank_for
+from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.schemas import JudgeVerdict
 
 SUMMARY_CHARS = 1500
@@ -59,6 +62,30 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 thread_id=get_config().get("configurable", {}).get("thread_id"))
     # The id was fixed in retrieve_cases and is checkpointed: a resumed or replayed run
     # overwrites its own case instead of adding a second one.
-    case_bank_for(ctx).write(case)
-    get_stream_writer()({"event": "case_written", "case_id": case.id, "reward": score.reward})
+    bank = case_bank_for(ctx)
+    bank.write(case)
+    emit = get_stream_writer()
+    emit({"event": "case_written", "case_id": case.id, "reward": score.reward})
+    if ctx.online_learning and ctx.retrieval_mode != "none":
+        learned = learn_from_run(ctx, bank, case, state.get("cases_used", []))
+        if learned:
+            emit({"event": "retriever_update", **learned})
     return end_of_run(update)
+
+
+def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Online soft-Q update: this run's (task, shown case, reward) transitions go into the replay
+    buffer, the network takes `retriever_steps` gradient steps, and the state is saved."""
+    _, task_vectors, _ = bank.embeddings([case.id])  # stored by the write above: no re-encoding
+    ids, case_tasks, case_plans = bank.embeddings([c["id"] for c in cases_used])
+    shown = {c["id"]: c for c in cases_used}
+    q = [shown[i].get("q") for i in ids]
+    retriever = retriever_for(ctx)
+    weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q else None
+    with retriever.lock:
+        stored = retriever.observe(task_vectors[0], case_tasks, case_plans, case.reward, weights, episode=case.id)
+        if not stored:
+            return None
+        loss = retriever.update(ctx.retriever_steps)
+        retriever.save(ctx.retriever_checkpoint())
+    return {"transitions": stored, "loss": None if loss is None else round(loss, 4), "updates": retriever.updates}

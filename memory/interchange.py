@@ -1,0 +1,91 @@
+"""Case files: the project's own JSONL and the original Memento `memory.jsonl` format.
+
+Original lines are `{"case": task, "plan": "<JSON text of {plan: [{id, description}]}>",
+"case_label": "positive"|"negative"}`. Importing keeps the plan text verbatim (`plan_source`), so
+exporting back gives the same line; the label maps to reward 1 or 0.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import ValidationError
+
+from memento.memory.case import Case
+
+ORIGINAL_KEYS = {"case", "plan", "case_label"}
+_ID_NAMESPACE = uuid.UUID("6f1c7a52-4a8e-4e0f-9a4c-1f3c2b7d9e10")
+
+
+class CaseFileError(ValueError):
+    """A case file line that cannot be imported; names the line."""
+
+
+def parse_original_plan(text: str) -> list[str]:
+    """The subtask descriptions of an original plan text; the raw text when it is not that JSON."""
+    try:
+        data = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return [text.strip()] if str(text).strip() else []
+    steps = data.get("plan") if isinstance(data, dict) else data
+    if isinstance(steps, list):
+        out = [str(s.get("description", "")).strip() if isinstance(s, dict) else str(s).strip() for s in steps]
+        return [s for s in out if s]
+    return [str(text).strip()]
+
+
+def original_plan_text(case: Case) -> str:
+    if case.plan_source is not None:
+        return case.plan_source
+    return json.dumps({"plan": [{"id": i, "description": s} for i, s in enumerate(case.plan, 1)]}, ensure_ascii=False)
+
+
+def case_from_line(record: Any) -> Case:
+    if not isinstance(record, dict):
+        raise ValueError("a line must hold a JSON object")
+    if "task" in record and "id" in record:
+        return Case.model_validate(record)
+    if ORIGINAL_KEYS <= set(record):
+        label = record["case_label"]
+        if label not in ("positive", "negative"):
+            raise ValueError(f"case_label must be positive or negative, got {label!r}")
+        if not isinstance(record["case"], str) or not isinstance(record["plan"], str):
+            raise ValueError("case and plan must be strings")
+        case_id = str(uuid.uuid5(_ID_NAMESPACE, record["case"] + "\x00" + record["plan"]))
+        return Case(id=case_id, task=record["case"], plan=parse_original_plan(record["plan"]),
+                    plan_source=record["plan"], reward=1.0 if label == "positive" else 0.0, scored_by="imported")
+    raise ValueError("neither the memento format (id, task, ...) nor the original one (case, plan, case_label)")
+
+
+def read_case_file(path: str | Path) -> list[Case]:
+    """Every case in the file, or CaseFileError at the first bad line: all or nothing."""
+    cases = []
+    try:
+        handle = Path(path).open(encoding="utf-8")
+    except OSError as exc:
+        raise CaseFileError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                cases.append(case_from_line(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise CaseFileError(f"{path}, line {number}: not valid JSON ({exc.msg}); nothing was imported") from None
+            except (ValueError, ValidationError) as exc:
+                reason = " ".join(str(exc).split())[:200]
+                raise CaseFileError(f"{path}, line {number}: {reason}; nothing was imported") from None
+    return cases
+
+
+def export_lines(cases: list[Case], fmt: str) -> Iterator[str]:
+    for case in cases:
+        if fmt == "original":
+            record = {"case": case.task, "plan": original_plan_text(case),
+                      "case_label": "positive" if case.success else "negative"}
+        else:
+            record = case.model_dump()
+        yield json.dumps(record, ensure_ascii=False)

@@ -1,0 +1,301 @@
+"""Parametric case memory: a small torch network Q(task, case) that learns which cases help.
+
+Q is the expected reward of planning with a case (paper arXiv 2508.16153, section 4.2). Its
+inputs are encoder features the case bank already stores (the case's task and plan embeddings)
+and the query task's embedding, so scoring a candidate costs one small MLP pass, never an
+encoder pass. Training is soft Q-learning on transitions (task, case, reward): with discount 0
+(the paper's single-step planner) the TD target is the reward and the loss is binary
+cross-entropy; with a discount above 0 the target adds the soft value of the next state, read
+from a target network.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from memento.memory.device import resolve_device
+
+FORMAT_VERSION = 1
+
+
+class RetrieverError(RuntimeError):
+    """A retriever checkpoint that cannot be used as configured."""
+
+
+@dataclass
+class RetrieverSettings:
+    hidden: int = 128
+    dropout: float = 0.3
+    lr: float = 5e-4
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    steps_per_update: int = 8
+    buffer_size: int = 5000
+    discount: float = 0.0
+    alpha: float = 1.0
+    target_sync: int = 25
+    seed: int = 0
+
+
+class QNetwork(nn.Module):
+    """Scores (task, case) pairs; returns logits, Q = sigmoid(logit) in (0, 1)."""
+
+    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dim = dim
+        self.head = nn.Sequential(
+            nn.Linear(6 * dim, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, 1),
+        )
+
+    def forward(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([task, case_task, case_plan, task * case_task, task * case_plan,
+                              (task - case_task).abs()], dim=-1)
+        return self.head(features).squeeze(-1)
+
+
+@dataclass
+class ReplayBuffer:
+    """A ring buffer of transitions, stored as float16 to keep it small on disk."""
+
+    dim: int
+    capacity: int
+    next_width: int = 0  # cases per next state; 0 when the discount is 0 (no next states kept)
+    size: int = 0
+    cursor: int = 0
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.arrays:
+            c, d, m = self.capacity, self.dim, self.next_width
+            self.arrays = {
+                "task": np.zeros((c, d), np.float16), "case_task": np.zeros((c, d), np.float16),
+                "case_plan": np.zeros((c, d), np.float16), "reward": np.zeros(c, np.float32),
+                "weight": np.zeros(c, np.float32), "has_next": np.zeros(c, bool),
+                "next_task": np.zeros((c, d if m else 0), np.float16),
+                "next_case_task": np.zeros((c, m, d), np.float16),
+                "next_case_plan": np.zeros((c, m, d), np.float16), "next_count": np.zeros(c, np.int16),
+            }
+
+    def add(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, rewards: np.ndarray,
+            weights: np.ndarray) -> list[int]:
+        slots = []
+        for i in range(len(case_tasks)):
+            slot = self.cursor
+            a = self.arrays
+            a["task"][slot], a["case_task"][slot], a["case_plan"][slot] = task, case_tasks[i], case_plans[i]
+            a["reward"][slot], a["weight"][slot], a["has_next"][slot] = rewards[i], weights[i], False
+            slots.append(slot)
+            self.cursor = (self.cursor + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+        return slots
+
+    def link_next(self, slots: list[int], task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> None:
+        """Give earlier transitions their next state: the next task and the cases it was shown."""
+        m = min(self.next_width, len(case_tasks))
+        if not self.next_width or m == 0:
+            return
+        a = self.arrays
+        for slot in slots:
+            a["next_task"][slot] = task
+            a["next_case_task"][slot, :m], a["next_case_plan"][slot, :m] = case_tasks[:m], case_plans[:m]
+            a["next_count"][slot], a["has_next"][slot] = m, True
+
+    def sample(self, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        idx = rng.integers(0, self.size, size=min(batch, self.size))
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+
+
+class QRetriever:
+    """The network, its target copy, the optimiser and the replay buffer, on one device."""
+
+    def __init__(self, dim: int, encoder: str, device: str = "cpu", settings: RetrieverSettings | None = None) -> None:
+        self.settings = settings or RetrieverSettings()
+        self.encoder = encoder
+        self.dim = dim
+        self.device = resolve_device(device)
+        torch.manual_seed(self.settings.seed)
+        self.network = QNetwork(dim, self.settings.hidden, self.settings.dropout).to(self.device)
+        self.target = copy.deepcopy(self.network).eval() if self.settings.discount > 0 else None
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.settings.lr,
+                                           weight_decay=self.settings.weight_decay)
+        self.buffer = ReplayBuffer(dim, self.settings.buffer_size,
+                                   next_width=8 if self.settings.discount > 0 else 0)
+        self.updates = 0
+        self.last_episode: list[int] = []
+        self.episodes: list[str] = []  # recent episode ids, so a replayed run is not learned twice
+        self.rng = np.random.default_rng(self.settings.seed)
+        self.lock = threading.RLock()
+
+    @property
+    def trained(self) -> bool:
+        """Whether any gradient step was taken (an untrained network ranks at random)."""
+        return self.updates > 0
+
+    def q_values(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> np.ndarray:
+        """Q for one task against n cases: a float array of shape (n,)."""
+        if len(case_tasks) == 0:
+            return np.zeros(0, np.float32)
+        tasks = np.broadcast_to(np.asarray(task, np.float32), np.shape(case_tasks))
+        return self.q_values_pairs(tasks, case_tasks, case_plans)
+
+    def q_values_pairs(self, tasks: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> np.ndarray:
+        """Q for n (task, case) pairs, row by row: shape (n,)."""
+        with self.lock, torch.inference_mode():
+            self.network.eval()
+            logits = self.network(_tensor(tasks, self.device), _tensor(case_tasks, self.device),
+                                  _tensor(case_plans, self.device))
+            return torch.sigmoid(logits).float().cpu().numpy()
+
+    def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float,
+                weights: np.ndarray | None = None, episode: str | None = None) -> int:
+        """Store one run's transitions: the task, each case it was shown, the run's reward.
+
+        Returns how many were stored: none when `episode` was already observed (a resumed run)."""
+        n = len(case_tasks)
+        with self.lock:
+            if episode is not None:
+                if episode in self.episodes:
+                    return 0
+                self.episodes = [*self.episodes, episode][-1000:]
+            if self.last_episode:
+                self.buffer.link_next(self.last_episode, task, case_tasks, case_plans)
+            if n == 0:
+                self.last_episode = []
+                return 0
+            weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+            self.last_episode = self.buffer.add(task, case_tasks, case_plans, np.full(n, reward, np.float32), weights)
+            return n
+
+    def _targets(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        reward = _tensor(batch["reward"], self.device)
+        gamma = self.settings.discount
+        if gamma <= 0 or self.target is None or not batch["has_next"].any():
+            return reward
+        alpha = self.settings.alpha
+        with torch.no_grad():
+            nxt_cases = _tensor(batch["next_case_task"], self.device)  # (b, m, d)
+            nxt_task = _tensor(batch["next_task"], self.device).unsqueeze(1).expand_as(nxt_cases)
+            q_next = torch.sigmoid(self.target(nxt_task, nxt_cases, _tensor(batch["next_case_plan"], self.device)))
+            counts = torch.as_tensor(batch["next_count"], device=self.device).clamp(min=1)
+            mask = torch.arange(q_next.shape[1], device=self.device)[None, :] < counts[:, None]
+            # Soft value alpha * log mean exp(Q / alpha) over the next state's cases: the soft
+            # maximum of expected rewards, which stays within (0, 1) like Q itself.
+            logits = (q_next / alpha).masked_fill(~mask, float("-inf"))
+            value = alpha * (torch.logsumexp(logits, dim=1) - counts.float().log())
+            has_next = torch.as_tensor(batch["has_next"], device=self.device)
+        # (1 - gamma) scales the reward so the target stays an expected reward in [0, 1].
+        return torch.where(has_next, (1 - gamma) * reward + gamma * value, reward)
+
+    def train_step(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor,
+                   target: torch.Tensor, weight: torch.Tensor) -> float:
+        self.network.train()
+        logits = self.network(task, case_task, case_plan)
+        loss = (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.network.parameters(), 1.0)
+        self.optimizer.step()
+        self.updates += 1
+        if self.target is not None and self.updates % self.settings.target_sync == 0:
+            self.target.load_state_dict(self.network.state_dict())
+        return float(loss.detach())
+
+    def update(self, steps: int | None = None) -> float | None:
+        """A bounded number of gradient steps on replayed transitions; returns the mean loss."""
+        with self.lock:
+            if self.buffer.size == 0:
+                return None
+            losses = []
+            for _ in range(steps if steps is not None else self.settings.steps_per_update):
+                batch = self.buffer.sample(self.settings.batch_size, self.rng)
+                losses.append(self.train_step(
+                    _tensor(batch["task"], self.device), _tensor(batch["case_task"], self.device),
+                    _tensor(batch["case_plan"], self.device), self._targets(batch),
+                    _tensor(batch["weight"], self.device)))
+            return float(np.mean(losses))
+
+    def selection_weights(self, q: np.ndarray) -> np.ndarray:
+        """Credit per shown case: its retrieval probability softmax(Q / alpha), scaled to mean 1.
+
+        The memory-augmented policy mixes the cases by mu(c | s) = softmax(Q / alpha), so a case
+        the policy leaned on more carries more of the outcome; uniform when Q is not known."""
+        if len(q) == 0:
+            return np.zeros(0, np.float32)
+        z = np.asarray(q, np.float64) / self.settings.alpha
+        mu = np.exp(z - z.max())
+        return (len(q) * mu / mu.sum()).astype(np.float32)
+
+    # -- persistence -----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION, "encoder": self.encoder, "dim": self.dim,
+            "settings": asdict(self.settings), "network": self.network.state_dict(),
+            "target": self.target.state_dict() if self.target is not None else None,
+            "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+            "buffer": {"size": self.buffer.size, "cursor": self.buffer.cursor, "next_width": self.buffer.next_width,
+                       "arrays": {k: v[:self.buffer.size] for k, v in self.buffer.arrays.items()}},
+            "last_episode": list(self.last_episode), "episodes": list(self.episodes), "rng": self.rng.bit_generator.state,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write, then rename: a crash mid-save leaves the previous checkpoint intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            state = self.state()
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    torch.save(state, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: str, device: str = "cpu") -> "QRetriever":
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise RetrieverError(f"no retriever checkpoint at {path}: train one with `memento retriever train`") from None
+        except Exception as exc:
+            raise RetrieverError(f"retriever checkpoint {path} cannot be read ({type(exc).__name__}): "
+                                 "delete it or train again") from exc
+        if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+            raise RetrieverError(f"retriever checkpoint {path} has format {state.get('format_version')!r}, "
+                                 f"this version reads {FORMAT_VERSION}: train it again")
+        if state["encoder"] != encoder:
+            raise RetrieverError(f"retriever checkpoint {path} was trained on encoder {state['encoder']!r}, "
+                                 f"not the configured {encoder!r}: set the encoder back or train again")
+        retriever = cls(state["dim"], encoder, device, RetrieverSettings(**state["settings"]))
+        retriever.network.load_state_dict(state["network"])
+        if retriever.target is not None and state["target"] is not None:
+            retriever.target.load_state_dict(state["target"])
+        retriever.optimizer.load_state_dict(state["optimizer"])
+        retriever.updates = state["updates"]
+        saved = state["buffer"]
+        for key, values in saved["arrays"].items():
+            retriever.buffer.arrays[key][:len(values)] = values
+        retriever.buffer.size, retriever.buffer.cursor = saved["size"], saved["cursor"]
+        retriever.last_episode = state["last_episode"]
+        retriever.episodes = state["episodes"]
+        retriever.rng.bit_generator.state = state["rng"]
+        return retriever
+
