@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from memento.graph.context import ConfigError, Context, load_context
@@ -70,6 +71,36 @@ def build_parser() -> argparse.ArgumentParser:
     delete = case_commands.add_parser("delete", parents=[common], help="delete cases")
     delete.add_argument("case_ids", nargs="+", metavar="ID", help="case ids, or unique prefixes")
     delete.add_argument("--json", action="store_true", help="print JSON")
+    imports = case_commands.add_parser(
+        "import", parents=[common], help="import cases from JSONL",
+        description="Import cases from a JSONL file in the memento format or the original Memento "
+                    "memory.jsonl format (case, plan, case_label). A bad line stops the import with its "
+                    "line number and nothing of the file is imported.")
+    imports.add_argument("file", metavar="FILE.jsonl", help="the file to import")
+    imports.add_argument("--json", action="store_true", help="print JSON")
+    export = case_commands.add_parser("export", parents=[common], help="export cases as JSONL",
+                                      description="Write every case as one JSON line.")
+    export.add_argument("--format", choices=["memento", "original"], default="memento",
+                        help="memento (every field) or original (case, plan, case_label)")
+    export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    retriever = commands.add_parser("retriever", help="train and evaluate the Q-retriever",
+                                    description="Offline training and evaluation of the parametric retriever.")
+    retriever_commands = retriever.add_subparsers(dest="retriever_command", required=True, metavar="ACTION")
+    train = retriever_commands.add_parser(
+        "train", parents=[common], help="train on (query, case, plan, truth_label) pairs",
+        description="Train the Q-retriever on the original Memento training format, holding out a "
+                    "validation split by query and stopping early on validation ROC-AUC. Saves to "
+                    "retriever_path (default DATA_DIR/retriever.pt).")
+    train.add_argument("--data", required=True, metavar="FILE.jsonl", help="training pairs")
+    train.add_argument("--epochs", type=int, default=40, help="most epochs (default 40)")
+    train.add_argument("--patience", type=int, default=5, help="epochs without improvement before stopping")
+    train.add_argument("--val-fraction", type=float, default=0.2, help="share of queries held out (default 0.2)")
+    train.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate = retriever_commands.add_parser("eval", parents=[common], help="evaluate on pairs",
+                                             description="Print ROC-AUC, accuracy and F1 of the trained retriever.")
+    evaluate.add_argument("--data", required=True, metavar="FILE.jsonl", help="evaluation pairs")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object: roc_auc, accuracy, f1, n")
     return parser
 
 
@@ -169,13 +200,77 @@ def cmd_cases(args: argparse.Namespace) -> int:
         case = _find(bank, args.case_id)
         print(json.dumps(case.model_dump(), ensure_ascii=False, indent=2) if args.json else case_text(case))
         return 0
+    if args.cases_command == "import":
+        return _import_cases(bank, args)
+    if args.cases_command == "export":
+        return _export_cases(bank, args)
     ids = [_find(bank, prefix).id for prefix in args.case_ids]
     deleted = bank.delete(ids)
     print(json.dumps({"deleted": deleted}) if args.json else "\n".join(f"deleted {i}" for i in deleted))
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "demo": cmd_demo, "cases": cmd_cases}
+def _import_cases(bank: Any, args: argparse.Namespace) -> int:
+    from memento.memory.interchange import read_case_file
+
+    cases = list({case.id: case for case in read_case_file(args.file)}.values())  # last copy of a repeated line wins
+    before = bank.count()
+    bank.write_many(cases)
+    report = {"read": len(cases), "added": bank.count() - before, "total": bank.count()}
+    print(json.dumps(report) if args.json else
+          f"imported {report['read']} case(s) ({report['added']} new); the bank holds {report['total']}")
+    return 0
+
+
+def _export_cases(bank: Any, args: argparse.Namespace) -> int:
+    from memento.memory.interchange import export_lines
+
+    lines = export_lines(bank.list(), args.format)
+    if not args.out:
+        for line in lines:
+            print(line)
+        return 0
+    out = Path(args.out).expanduser()
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, out)
+    print(f"exported {bank.count()} case(s) to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_retriever(args: argparse.Namespace) -> int:
+    from memento.memory.q_retriever import QRetriever
+    from memento.memory.training import evaluate, featurize, read_pairs, train_offline
+    from memento.nodes.resources import forget_retriever, shared_encoder
+
+    ctx = _context(args)
+    path = ctx.retriever_checkpoint()
+    encoder = shared_encoder(ctx.encoder, ctx.encoder_device)
+    rows = read_pairs(args.data)
+    # Load before the slow part, so a missing or mismatched checkpoint fails at once.
+    trained = QRetriever.load(path, ctx.encoder, ctx.retriever_device) if args.retriever_command == "eval" else None
+    print(f"encoding the texts of {len(rows)} pairs with {ctx.encoder}", file=sys.stderr, flush=True)
+    features = featurize(rows, encoder)
+    if trained is not None:
+        metrics = evaluate(trained, features)
+        print(json.dumps(metrics) if args.json else
+              f"ROC-AUC {metrics['roc_auc']:.4f}  accuracy {metrics['accuracy']:.4f}  F1 {metrics['f1']:.4f}  "
+              f"n {metrics['n']}")
+        return 0
+    retriever = QRetriever(encoder.dim, ctx.encoder, ctx.retriever_device)
+    report = train_offline(retriever, features, val_fraction=args.val_fraction, epochs=args.epochs,
+                           patience=args.patience, progress=not args.json)
+    retriever.save(path)
+    forget_retriever(ctx)
+    payload = {**report.__dict__, "checkpoint": str(path), "device": str(retriever.device)}
+    print(json.dumps(payload) if args.json else
+          f"held-out ROC-AUC {report.val_roc_auc:.4f} (best epoch {report.best_epoch} of {report.epochs}); "
+          f"{report.n_train} train / {report.n_val} validation pairs; {report.wall_s:.1f} s; saved {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "demo": cmd_demo, "cases": cmd_cases,
+            "retriever": cmd_retriever}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,11 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     from memento.memory.case_bank import CaseBankError
     from memento.memory.device import DeviceError
     from memento.memory.encoder import EncoderError
+    from memento.memory.interchange import CaseFileError
+    from memento.memory.q_retriever import RetrieverError
     from memento.nodes.toolbox import ToolServerError
 
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, CaseFileError, RetrieverError) as exc:
         print(f"memento: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (ModelError, CaseBankError, DeviceError, EncoderError, ToolServerError) as exc:

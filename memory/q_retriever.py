@@ -150,7 +150,7 @@ class QRetriever:
         """Q for one task against n cases: a float array of shape (n,)."""
         if len(case_tasks) == 0:
             return np.zeros(0, np.float32)
-        tasks = np.broadcast_to(np.asarray(task, np.float32), np.shape(case_tasks))
+        tasks = np.tile(np.asarray(task, np.float32), (len(case_tasks), 1))
         return self.q_values_pairs(tasks, case_tasks, case_plans)
 
     def q_values_pairs(self, tasks: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> np.ndarray:

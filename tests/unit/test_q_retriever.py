@@ -1,0 +1,153 @@
+"""The Q-retriever alone: learning, devices, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from memento.memory.device import DeviceError, resolve_device
+from memento.memory.q_retriever import QRetriever, RetrieverError
+from memento.memory.training import PairFeatures, evaluate, train_offline
+
+DIM = 32
+
+
+def _unit(rng, n):
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def synthetic_pairs(n_queries=400, per_query=12, seed=0):
+    """Reward 1 exactly when the case's plan points the same way as the task along a hidden axis."""
+    rng = np.random.default_rng(seed)
+    tasks, case_tasks, plans = _unit(rng, n_queries), _unit(rng, n_queries * per_query), _unit(rng, n_queries * per_query)
+    task = np.repeat(tasks, per_query, axis=0)
+    label = ((task[:, 0] * plans[:, 0]) > 0).astype(np.float32)
+    queries = [f"q{i}" for i in range(n_queries) for _ in range(per_query)]
+    return PairFeatures(queries, task, case_tasks, plans, label)
+
+
+def test_learns_a_separable_synthetic_signal():
+    retriever = QRetriever(DIM, "enc", "cpu")
+    train = synthetic_pairs(seed=0)
+    report = train_offline(retriever, train, epochs=60, patience=10, progress=False)
+    held_out = evaluate(retriever, synthetic_pairs(seed=1))
+    assert report.val_roc_auc > 0.85
+    assert held_out["roc_auc"] > 0.85 and held_out["n"] == 400 * 12
+
+
+def test_untrained_network_is_at_chance_on_the_same_signal():
+    assert abs(evaluate(QRetriever(DIM, "enc", "cpu"), synthetic_pairs(seed=1))["roc_auc"] - 0.5) < 0.1
+
+
+def test_online_updates_flip_the_ranking_for_a_related_task():
+    rng = np.random.default_rng(3)
+    retriever = QRetriever(DIM, "enc", "cpu")
+    task, related = _unit(rng, 1)[0], None
+    related = task + 0.1 * _unit(rng, 1)[0]
+    related /= np.linalg.norm(related)
+    cases, plans = _unit(rng, 2), _unit(rng, 2)
+    before = retriever.q_values(related, cases, plans)
+    good, bad = int(np.argmin(before)), int(np.argmax(before))  # reward the case ranked lower
+    for _ in range(12):
+        retriever.observe(task, cases[[good]], plans[[good]], 1.0)
+        retriever.observe(task, cases[[bad]], plans[[bad]], 0.0)
+        retriever.update(8)
+    after = retriever.q_values(related, cases, plans)
+    assert after[good] > after[bad]
+    assert retriever.updates == 96 and retriever.buffer.size == 24
+
+
+def test_credit_follows_retrieval_probability():
+    weights = QRetriever(DIM, "enc", "cpu").selection_weights(np.array([0.9, 0.5, 0.1]))
+    assert weights.mean() == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
+
+
+def test_a_replayed_episode_is_not_learned_twice():
+    rng = np.random.default_rng(0)
+    retriever = QRetriever(DIM, "enc", "cpu")
+    args = (_unit(rng, 1)[0], _unit(rng, 3), _unit(rng, 3), 1.0)
+    assert retriever.observe(*args, episode="case-1") == 3
+    assert retriever.observe(*args, episode="case-1") == 0
+    assert retriever.buffer.size == 3
+
+
+def test_discount_above_zero_uses_a_target_network_and_next_states():
+    from memento.memory.q_retriever import RetrieverSettings
+
+    rng = np.random.default_rng(0)
+    retriever = QRetriever(DIM, "enc", "cpu", RetrieverSettings(discount=0.5, target_sync=4))
+    assert retriever.target is not None
+    for _ in range(6):
+        retriever.observe(_unit(rng, 1)[0], _unit(rng, 3), _unit(rng, 3), 1.0)
+    assert retriever.buffer.arrays["has_next"][:15].all() and not retriever.buffer.arrays["has_next"][15:18].any()
+    batch = retriever.buffer.sample(18, np.random.default_rng(0))
+    targets = retriever._targets(batch).numpy()
+    linked = batch["has_next"]
+    assert np.all((targets[linked] > 0.5) & (targets[linked] < 1.0))  # (1 - g) * 1 + g * V, with 0 < V < 1
+    assert np.all(targets[~linked] == 1.0)
+    retriever.update(8)
+    for a, b in zip(retriever.network.state_dict().values(), retriever.target.state_dict().values()):
+        assert torch.equal(a, b)  # synced at step 8 (target_sync=4)
+
+
+def test_device_selection_and_fallback():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else
+                                           "mps" if torch.backends.mps.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(DeviceError, match="cuda:99"):
+        resolve_device("cuda:99")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    assert QRetriever(DIM, "enc", "auto").device == resolve_device("auto")
+
+
+def test_checkpoint_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    retriever = QRetriever(DIM, "enc", "cpu")
+    for n in range(5):
+        retriever.observe(_unit(rng, 1)[0], _unit(rng, 4), _unit(rng, 4), float(n % 2), episode=f"e{n}")
+    retriever.update(10)
+    path = tmp_path / "retriever.pt"
+    retriever.save(path)
+    loaded = QRetriever.load(path, "enc", "cpu")
+    probe = (_unit(rng, 1)[0], _unit(rng, 6), _unit(rng, 6))
+    np.testing.assert_allclose(loaded.q_values(*probe), retriever.q_values(*probe), rtol=1e-6)
+    assert loaded.updates == 10 and loaded.buffer.size == 20 and loaded.episodes == [f"e{n}" for n in range(5)]
+    np.testing.assert_array_equal(loaded.buffer.arrays["task"][:20], retriever.buffer.arrays["task"][:20])
+    assert loaded.optimizer.state_dict()["state"].keys() == retriever.optimizer.state_dict()["state"].keys()
+    # Both continue identically: same optimiser moments, same replay sampling state (and, with
+    # the global seed set alike, the same dropout masks).
+    for model in (retriever, loaded):
+        torch.manual_seed(7)
+        model.update(3)
+    np.testing.assert_allclose(loaded.q_values(*probe), retriever.q_values(*probe), rtol=1e-5)
+
+
+def test_a_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "retriever.pt"
+    retriever = QRetriever(DIM, "enc", "cpu")
+    retriever.save(path)
+    good = path.read_bytes()
+
+    def crash(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        retriever.save(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["retriever.pt"]
+
+
+def test_a_checkpoint_from_another_encoder_is_refused(tmp_path):
+    path = tmp_path / "retriever.pt"
+    QRetriever(DIM, "all-MiniLM-L6-v2", "cpu").save(path)
+    with pytest.raises(RetrieverError, match="trained on encoder 'all-MiniLM-L6-v2', not the configured 'other'"):
+        QRetriever.load(path, "other", "cpu")
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RetrieverError, match="cannot be read"):
+        QRetriever.load(path, "all-MiniLM-L6-v2", "cpu")
