@@ -60,9 +60,8 @@ def case_from_line(record: Any) -> Case:
     raise ValueError("neither the memento format (id, task, ...) nor the original one (case, plan, case_label)")
 
 
-def read_case_file(path: str | Path) -> list[Case]:
-    """Every case in the file, or CaseFileError at the first bad line: all or nothing."""
-    cases = []
+def iter_jsonl(path: str | Path, suffix: str = "") -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for each non-blank line; CaseFileError on unreadable input."""
     try:
         handle = Path(path).open(encoding="utf-8")
     except OSError as exc:
@@ -72,12 +71,21 @@ def read_case_file(path: str | Path) -> list[Case]:
             if not line.strip():
                 continue
             try:
-                cases.append(case_from_line(json.loads(line)))
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CaseFileError(f"{path}, line {number}: not valid JSON ({exc.msg}); nothing was imported") from None
-            except (ValueError, ValidationError) as exc:
-                reason = " ".join(str(exc).split())[:200]
-                raise CaseFileError(f"{path}, line {number}: {reason}; nothing was imported") from None
+                raise CaseFileError(f"{path}, line {number}: not valid JSON ({exc.msg}){suffix}") from None
+
+
+def read_case_file(path: str | Path) -> list[Case]:
+    """Every case in the file, or CaseFileError at the first bad line: all or nothing."""
+    suffix = "; nothing was imported"
+    cases = []
+    for number, record in iter_jsonl(path, suffix):
+        try:
+            cases.append(case_from_line(record))
+        except (ValueError, ValidationError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise CaseFileError(f"{path}, line {number}: {reason}{suffix}") from None
     return cases
 
 

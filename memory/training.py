@@ -7,7 +7,6 @@ the validation split is by query, so no query is on both sides.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from memento.memory.encoder import TextEncoder
-from memento.memory.interchange import CaseFileError, parse_original_plan
+from memento.memory.interchange import CaseFileError, iter_jsonl, parse_original_plan
 from memento.memory.q_retriever import QRetriever
 
 PAIR_KEYS = ("query", "case", "plan", "truth_label")
@@ -51,23 +50,12 @@ class TrainReport:
 
 def read_pairs(path: str | Path) -> list[dict]:
     rows = []
-    try:
-        handle = Path(path).open(encoding="utf-8")
-    except OSError as exc:
-        raise CaseFileError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CaseFileError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-            missing = [k for k in PAIR_KEYS if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise CaseFileError(f"{path}, line {number}: missing {', '.join(missing)}; "
-                                    f"each line needs {', '.join(PAIR_KEYS)}")
-            rows.append(row)
+    for number, row in iter_jsonl(path):
+        missing = [k for k in PAIR_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise CaseFileError(f"{path}, line {number}: missing {', '.join(missing)}; "
+                                f"each line needs {', '.join(PAIR_KEYS)}")
+        rows.append(row)
     if not rows:
         raise CaseFileError(f"{path} holds no training pairs")
     return rows
