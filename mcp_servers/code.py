@@ -1,0 +1,136 @@
+"""Run Python and shell commands in a per-run workspace, and manage its files, over MCP.
+
+Limits (wall-clock, CPU time, memory, processes, output size, file size) apply to every run;
+the environment is scrubbed of secrets; file paths are confined to the workspace. A run that
+hits a limit ends with a tool error saying which, and the server keeps answering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import anyio
+from mcp.server.fastmcp import FastMCP
+
+from memento.mcp_servers._run import add_transport_options, run_server
+from memento.mcp_servers.sandbox import Limits, RunResult, Sandbox
+from memento.mcp_servers.workspace import confine
+
+MAX_READ_CHARS = 50_000
+MAX_WRITE_BYTES = 5_000_000
+MAX_LISTED = 500
+
+server = FastMCP("memento-code", log_level="WARNING",
+                 instructions="Run Python or shell commands in a workspace folder, and read or write its files.")
+_sandbox: Sandbox | None = None
+
+
+def sandbox() -> Sandbox:
+    global _sandbox
+    if _sandbox is None:  # used as a library or under a bare `mcp` runner: defaults
+        _sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="memento-workspace-")), Limits())
+    return _sandbox
+
+
+def _report(result: RunResult) -> str:
+    parts = [f"exit code: {result.returncode}", f"stdout:\n{result.stdout}" if result.stdout else "stdout: (empty)"]
+    if result.stderr:
+        parts.append(f"stderr:\n{result.stderr}")
+    text = "\n".join(parts)
+    if result.stopped:
+        # A tool error, so the executor sees the run failed and why; partial output is kept.
+        raise RuntimeError(f"run stopped: {result.stopped}.\n{text}")
+    return text
+
+
+@server.tool()
+async def run_python(code: str, timeout_s: float | None = None) -> str:
+    """Run Python code in the workspace (the working directory). Returns exit code, stdout and stderr."""
+    box = sandbox()
+    script = box.workspace / ".memento_snippet.py"
+    script.write_text(code, encoding="utf-8")
+    box.own(script)
+    return _report(await anyio.to_thread.run_sync(box.run, [box.python, "-I", str(script)], timeout_s))
+
+
+@server.tool()
+async def run_shell(command: str, timeout_s: float | None = None) -> str:
+    """Run a shell command (/bin/sh -c) in the workspace. Returns exit code, stdout and stderr."""
+    box = sandbox()
+    return _report(await anyio.to_thread.run_sync(box.run, ["/bin/sh", "-c", command], timeout_s))
+
+
+@server.tool()
+def list_files(path: str = ".") -> str:
+    """List the files and folders under a workspace folder (folders end with /)."""
+    root = sandbox().workspace
+    folder = confine(root, path)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder in the workspace")
+    entries = []
+    for item in sorted(folder.rglob("*")):
+        if item.name.startswith(".memento") or ".tmp" in item.relative_to(root).parts[:1]:
+            continue
+        entries.append(str(item.relative_to(root)) + ("/" if item.is_dir() else ""))
+        if len(entries) >= MAX_LISTED:
+            entries.append(f"[listing stopped at {MAX_LISTED} entries]")
+            break
+    return "\n".join(entries) or "(empty)"
+
+
+@server.tool()
+def read_file(path: str, max_chars: int = MAX_READ_CHARS) -> str:
+    """Read a text file from the workspace; output is capped at max_chars and truncation is stated."""
+    target = confine(sandbox().workspace, path)
+    if not target.is_file():
+        raise FileNotFoundError(f"{path} is not a file in the workspace")
+    limit = min(max_chars, MAX_READ_CHARS)
+    with target.open("r", encoding="utf-8", errors="replace") as handle:
+        text = handle.read(limit + 1)
+    return text if len(text) <= limit else text[:limit] + f"\n[truncated at {limit} characters]"
+
+
+@server.tool()
+def write_file(path: str, content: str) -> str:
+    """Write a text file in the workspace, creating folders as needed."""
+    box = sandbox()
+    target = confine(box.workspace, path)
+    data = content.encode("utf-8")
+    if len(data) > MAX_WRITE_BYTES:
+        raise ValueError(f"content is {len(data)} bytes; at most {MAX_WRITE_BYTES} may be written")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    for made in [target, *target.parents]:
+        if made == box.workspace or not made.is_relative_to(box.workspace):
+            break
+        box.own(made)
+    return f"wrote {len(data)} bytes to {target.relative_to(box.workspace)}"
+
+
+def main() -> None:
+    global _sandbox
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", help="the workspace folder (default: a new temporary folder)")
+    defaults = Limits()
+    parser.add_argument("--timeout", type=float, default=defaults.wall_s, help="wall-clock seconds per run")
+    parser.add_argument("--cpu", type=int, default=defaults.cpu_s, help="CPU seconds per run")
+    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="address-space limit per process")
+    parser.add_argument("--processes", type=int, default=defaults.processes, help="processes a run may start")
+    parser.add_argument("--max-output", type=int, default=defaults.output_bytes, help="stdout+stderr bytes kept")
+    parser.add_argument("--file-mb", type=int, default=defaults.file_mb, help="largest file a run may write")
+    parser.add_argument("--sandbox-user", default="nobody",
+                        help="when run as root, run code as this user ('' to keep root: no process limit)")
+    parser.add_argument("--python", help="interpreter for run_python (default: one the sandbox user may run)")
+    add_transport_options(parser)
+    args = parser.parse_args()
+    workspace = Path(args.workspace) if args.workspace else Path(tempfile.mkdtemp(prefix="memento-workspace-"))
+    limits = Limits(wall_s=args.timeout, cpu_s=args.cpu, memory_mb=args.memory_mb, processes=args.processes,
+                    output_bytes=args.max_output, file_mb=args.file_mb)
+    _sandbox = Sandbox(workspace, limits, user=args.sandbox_user or None, python=args.python)
+    run_server(server, args)
+
+
+if __name__ == "__main__":
+    main()
