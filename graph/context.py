@@ -23,11 +23,20 @@ class ConfigError(ValueError):
 
 
 def default_mcp_servers() -> dict[str, dict[str, Any]]:
-    """The built-in tool servers, spawned over stdio with this interpreter (`{python}`)."""
+    """The built-in tool servers, spawned over stdio with this interpreter (`{python}`); the code
+    server works in the run's own folder (`{workspace}`). Media needs endpoints, so it is off."""
+    def server(name: str, *args: str, enabled: bool = True) -> dict[str, Any]:
+        entry: dict[str, Any] = {"transport": "stdio", "command": "{python}",
+                                 "args": ["-m", f"memento.mcp_servers.{name}", *args]}
+        return entry if enabled else {"enabled": False, **entry}
+
     return {
-        "math": {"transport": "stdio", "command": "{python}", "args": ["-m", "memento.mcp_servers.math"]},
-        "documents": {"transport": "stdio", "command": "{python}",
-                      "args": ["-m", "memento.mcp_servers.documents"]},
+        "math": server("math"),
+        "documents": server("documents"),
+        "code": server("code", "--workspace", "{workspace}", "--timeout", "30", "--cpu", "20", "--memory-mb", "1024",
+                       "--processes", "32", "--max-output", "64000"),
+        "web": server("web", "--max-bytes", "2000000", "--timeout", "20"),
+        "media": server("media", "--vision-model", "", "--audio-model", "", enabled=False),
     }
 
 

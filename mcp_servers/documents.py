@@ -1,66 +1,242 @@
-"""Read attached files over MCP, as text, with paths confined to allowed roots.
+"""Read documents as text or markdown over MCP: PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML,
+HTML, plain text, and ZIP archives (list the members, read one).
 
-The allowed roots come from `--allow PATH` arguments and from the JSON list in the
-`MEMENTO_ALLOWED_PATHS` environment variable (set by the executor to the run's files).
-A root may be a file (only it may be read) or a folder (anything inside it).
+Paths are confined to allowed roots: the run's attached files and its workspace, given as
+`--allow PATH` (repeatable) and as a JSON list in `MEMENTO_ALLOWED_PATHS`. A root may be a file
+(only it may be read) or a folder (anything inside). Output is capped, and a cut says so.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
+import io
 import json
 import os
-import sys
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from mcp.server.fastmcp import FastMCP
 
-MAX_CHARS = 20_000
+from memento.mcp_servers._run import add_transport_options, run_server
+from memento.mcp_servers.workspace import under_any
 
-server = FastMCP("memento-documents", log_level="WARNING", instructions="Read the files attached to the task as text.")
-_extra_roots: list[str] = []
+MAX_CHARS = 20_000
+MAX_MEMBER_BYTES = 50 * 2**20  # a ZIP member larger than this once unpacked is not read
+MAX_ROWS = 2_000
+
+server = FastMCP("memento-documents", log_level="WARNING",
+                 instructions="Read the files attached to the task (and the run's workspace) as text or markdown.")
+extra_roots: list[str] = []
 
 
 def allowed_roots() -> list[Path]:
     raw = json.loads(os.environ.get("MEMENTO_ALLOWED_PATHS") or "[]")
-    return [Path(p).expanduser().resolve() for p in [*raw, *_extra_roots]]
+    return [Path(p).expanduser() for p in [*raw, *extra_roots]]
 
 
-def confine(path: str) -> Path:
-    """Resolve `path` (symlinks included) and refuse it unless it lies under an allowed root."""
-    resolved = Path(path).expanduser().resolve()
-    for root in allowed_roots():
-        if resolved == root or (root.is_dir() and resolved.is_relative_to(root)):
-            return resolved
-    raise PermissionError(f"{path} is outside the files this run may read")
+def cap(text: str, max_chars: int) -> str:
+    limit = max(1, min(max_chars, MAX_CHARS))
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n\n[truncated: showing {limit} of {len(text)} characters]"
+
+
+def _table(rows: list[list[object]]) -> str:
+    """Rows as a markdown table (the first row is the header)."""
+    if not rows:
+        return "(empty)"
+    width = max(len(r) for r in rows)
+    cells = [[("" if v is None else str(v)).replace("|", "\\|").replace("\n", " ") for v in r] + [""] * (width - len(r))
+             for r in rows[:MAX_ROWS]]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * width]
+    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    if len(rows) > MAX_ROWS:
+        lines.append(f"[{len(rows) - MAX_ROWS} more rows not shown]")
+    return "\n".join(lines)
+
+
+def read_pdf(data: bytes) -> str:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    return "\n\n".join(f"## Page {n}\n{(page.extract_text() or '').strip()}" for n, page in enumerate(reader.pages, 1))
+
+
+def read_docx(data: bytes) -> str:
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
+    parts = []
+    for paragraph in document.paragraphs:
+        style = (paragraph.style.name or "").lower() if paragraph.style is not None else ""
+        text = paragraph.text.strip()
+        if not text:
+            continue
+        level = style.removeprefix("heading ") if style.startswith("heading ") else ""
+        parts.append(f"{'#' * int(level)} {text}" if level.isdigit() else text)
+    for table in document.tables:
+        parts.append(_table([[cell.text for cell in row.cells] for row in table.rows]))
+    return "\n\n".join(parts)
+
+
+def read_xlsx(data: bytes) -> str:
+    import openpyxl
+
+    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    sheets = []
+    for sheet in book.worksheets:
+        rows = [list(row) for _, row in zip(range(MAX_ROWS + 1), sheet.iter_rows(values_only=True))]
+        sheets.append(f"## Sheet {sheet.title}\n{_table(rows)}")
+    book.close()
+    return "\n\n".join(sheets)
+
+
+def read_pptx(data: bytes) -> str:
+    from pptx import Presentation
+
+    slides = []
+    for n, slide in enumerate(Presentation(io.BytesIO(data)).slides, 1):
+        texts = [shape.text_frame.text.strip() for shape in slide.shapes
+                 if shape.has_text_frame and shape.text_frame.text.strip()]
+        slides.append(f"## Slide {n}\n" + "\n".join(texts))
+    return "\n\n".join(slides)
+
+
+def read_csv(data: bytes) -> str:
+    text = data.decode("utf-8-sig", errors="replace")
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    return _table(list(csv.reader(io.StringIO(text), dialect)))
+
+
+def read_json(data: bytes) -> str:
+    return json.dumps(json.loads(data.decode("utf-8-sig")), indent=2, ensure_ascii=False)
+
+
+def read_jsonl(data: bytes) -> str:
+    lines = [line for line in data.decode("utf-8-sig").splitlines() if line.strip()]
+    return "\n".join(json.dumps(json.loads(line), ensure_ascii=False) for line in lines)
+
+
+def read_xml(data: bytes) -> str:
+    from defusedxml import ElementTree  # refuses entity expansion and external entities
+
+    root = ElementTree.fromstring(data)
+    lines = []
+
+    def walk(node, depth: int) -> None:
+        attrs = " ".join(f'{k}="{v}"' for k, v in node.attrib.items())
+        text = (node.text or "").strip()
+        lines.append(f"{'  ' * depth}<{node.tag}{' ' + attrs if attrs else ''}>{' ' + text if text else ''}")
+        for child in node:
+            walk(child, depth + 1)
+
+    walk(root, 0)
+    return "\n".join(lines)
+
+
+def read_html(data: bytes) -> str:
+    return html_to_markdown(data.decode("utf-8", errors="replace"))
+
+
+def html_to_markdown(html: str) -> str:
+    """Readable markdown from HTML, without scripts, styles or other non-content elements."""
+    from bs4 import BeautifulSoup
+    from markdownify import markdownify
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "iframe", "svg", "template", "form"]):
+        tag.decompose()
+    text = markdownify(str(soup), heading_style="ATX")
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip()).strip()
+
+
+def read_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+READERS: dict[str, Callable[[bytes], str]] = {
+    ".pdf": read_pdf, ".docx": read_docx, ".xlsx": read_xlsx, ".xlsm": read_xlsx, ".pptx": read_pptx,
+    ".csv": read_csv, ".tsv": read_csv, ".json": read_json, ".jsonl": read_jsonl, ".ndjson": read_jsonl,
+    ".xml": read_xml, ".html": read_html, ".htm": read_html,
+}
+
+
+def convert(name: str, data: bytes) -> str:
+    reader = READERS.get(PurePosixPath(name.lower()).suffix, read_text)
+    try:
+        return reader(data)
+    except Exception as exc:  # a broken file of a known type: say which, not a traceback
+        raise ValueError(f"cannot read {name} as {PurePosixPath(name).suffix or 'text'}: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def open_allowed(path: str) -> Path:
+    target = under_any(allowed_roots(), path)
+    if not target.is_file():
+        raise FileNotFoundError(f"{path} is not a readable file")
+    return target
 
 
 @server.tool()
-def list_documents() -> list[str]:
+def list_documents() -> str:
     """List the files this run may read."""
     out = []
     for root in allowed_roots():
-        out += [str(p) for p in sorted(root.rglob("*")) if p.is_file()] if root.is_dir() else [str(root)]
-    return out
+        if root.is_dir():
+            out += [str(p) for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".memento")]
+        elif root.is_file():
+            out.append(str(root))
+    return "\n".join(out) or "(no files)"
 
 
 @server.tool()
 def read_document(path: str, max_chars: int = MAX_CHARS) -> str:
-    """Read a text file attached to the task. Output is capped at max_chars, and truncation is stated."""
-    target = confine(path)
-    if not target.is_file():
-        raise FileNotFoundError(f"{path} is not a readable file")
-    with target.open("r", encoding="utf-8", errors="replace") as handle:
-        text = handle.read(max_chars + 1)
-    if len(text) > max_chars:
-        return text[:max_chars] + f"\n[truncated at {max_chars} characters]"
-    return text
+    """Read a document as text or markdown (PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML, HTML,
+    text). For a ZIP archive this lists its members; read one with read_zip_member."""
+    target = open_allowed(path)
+    if zipfile.is_zipfile(target) and target.suffix.lower() not in {".docx", ".xlsx", ".xlsm", ".pptx"}:
+        return cap(_zip_listing(target), max_chars)
+    return cap(convert(target.name, target.read_bytes()), max_chars)
+
+
+def _zip_listing(target: Path) -> str:
+    with zipfile.ZipFile(target) as archive:
+        rows = [["member", "bytes"]] + [[i.filename, i.file_size] for i in archive.infolist() if not i.is_dir()]
+    return f"ZIP archive {target.name}, {len(rows) - 1} member(s):\n{_table(rows)}"
+
+
+@server.tool()
+def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS) -> str:
+    """Read one member of a ZIP archive as text or markdown, by its name in the listing."""
+    target = open_allowed(path)
+    with zipfile.ZipFile(target) as archive:
+        try:
+            info = archive.getinfo(member)
+        except KeyError:
+            raise FileNotFoundError(f"{member} is not a member of {target.name}: see read_document for the list") from None
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ValueError(f"{member} unpacks to {info.file_size} bytes; at most {MAX_MEMBER_BYTES} are read")
+        with archive.open(info) as handle:
+            data = handle.read(MAX_MEMBER_BYTES + 1)  # the header's size may lie
+        if len(data) > MAX_MEMBER_BYTES:
+            raise ValueError(f"{member} unpacks to more than {MAX_MEMBER_BYTES} bytes")
+    return cap(convert(member, data), max_chars)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--allow", action="append", default=[], metavar="PATH",
+                        help="a file or folder the server may read (repeatable)")
+    add_transport_options(parser)
+    args = parser.parse_args()
+    extra_roots.extend(args.allow)
+    run_server(server, args)
 
 
 if __name__ == "__main__":
-    from memento.mcp_servers._run import serve
-
-    while "--allow" in sys.argv:
-        at = sys.argv.index("--allow")
-        _extra_roots.append(sys.argv[at + 1])
-        del sys.argv[at:at + 2]
-    serve(server, "Document reading MCP server (use --allow PATH to allow a file or folder)")
+    main()

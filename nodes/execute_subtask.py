@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -13,12 +14,19 @@ from memento.graph.state import State, SubtaskResult
 from memento.llm.factory import make_chat_model, model_call
 from memento.nodes import prompts
 from memento.nodes.planner import render_files
-from memento.nodes.toolbox import Toolbox
+from memento.nodes.toolbox import TOOLBOXES, Toolbox
 
 
 def _earlier(state: State) -> str:
     items = [f"## Subtask {r['index']}: {r['subtask']}\nResult: {r['result']}" for r in state.get("results", [])]
     return "\n\n".join(items) or "none"
+
+
+def run_workspace(ctx: Context, run_id: str) -> Path:
+    """The run's own folder for the code tools (kept after the run, for its outputs)."""
+    path = ctx.resolved_data_dir() / "workspaces" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -35,30 +43,32 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                                                   earlier=_earlier(state), subtask=subtask)),
     ]
     calls: list[dict[str, Any]] = []
-    with Toolbox(ctx.mcp_servers, allowed_paths=state.get("files") or []) as toolbox:
-        bound = model.bind_tools(toolbox.tools) if toolbox.tools else model
-        while True:
-            with model_call(ctx, "executor"):
-                reply: AIMessage = bound.invoke(messages)
-            messages.append(reply)
-            if not reply.tool_calls:
-                break
-            for call in reply.tool_calls:
-                if len(calls) >= ctx.max_tool_calls:
-                    outcome = ToolMessage("not run: the tool-call budget for this subtask is used up",
-                                          tool_call_id=call["id"], name=call["name"], status="error")
-                else:
-                    outcome = toolbox.call(call, ctx.max_result_chars)
-                    calls.append({"name": call["name"], "args": call["args"], "status": outcome.status,
-                                  "output": outcome.text[:500]})
-                    emit({"event": "tool", "name": call["name"], "args": call["args"], "status": outcome.status,
-                          "output": outcome.text[:200]})
-                messages.append(outcome)
+    workspace = run_workspace(ctx, state["case_id"])
+    toolbox = TOOLBOXES.acquire(state["case_id"], lambda: Toolbox(
+        ctx.mcp_servers, allowed_paths=[*(state.get("files") or []), str(workspace)], workspace=str(workspace)))
+    bound = model.bind_tools(toolbox.tools) if toolbox.tools else model
+    while True:
+        with model_call(ctx, "executor"):
+            reply: AIMessage = bound.invoke(messages)
+        messages.append(reply)
+        if not reply.tool_calls:
+            break
+        for call in reply.tool_calls:
             if len(calls) >= ctx.max_tool_calls:
-                messages.append(HumanMessage(prompts.EXECUTOR_OUT_OF_TOOLS.format(max_tool_calls=ctx.max_tool_calls)))
-                with model_call(ctx, "executor"):
-                    reply = model.invoke(messages)
-                break
+                outcome = ToolMessage("not run: the tool-call budget for this subtask is used up",
+                                      tool_call_id=call["id"], name=call["name"], status="error")
+            else:
+                outcome = toolbox.call(call, ctx.max_result_chars)
+                calls.append({"name": call["name"], "args": call["args"], "status": outcome.status,
+                              "output": outcome.text[:500]})
+                emit({"event": "tool", "name": call["name"], "args": call["args"], "status": outcome.status,
+                      "output": outcome.text[:200]})
+            messages.append(outcome)
+        if len(calls) >= ctx.max_tool_calls:
+            messages.append(HumanMessage(prompts.EXECUTOR_OUT_OF_TOOLS.format(max_tool_calls=ctx.max_tool_calls)))
+            with model_call(ctx, "executor"):
+                reply = model.invoke(messages)
+            break
     text = reply.text.strip() or "(the executor gave no result)"
     result: SubtaskResult = {
         "cycle": state["cycle"], "index": index + 1, "subtask": subtask, "result": text[:ctx.max_result_chars],

@@ -10,6 +10,7 @@ from memento.graph.context import Context, context_of
 from memento.graph.state import State, end_of_run
 from memento.nodes import prompts
 from memento.nodes.planner import ask_planner, decision_update, planner_messages
+from memento.nodes.toolbox import TOOLBOXES
 from memento.nodes.schemas import PlannerDecision
 
 
@@ -18,5 +19,6 @@ def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     instruction = prompts.PLAN_INSTRUCTION.format(max_cycles=ctx.max_cycles)
     decision, error = ask_planner(ctx, planner_messages(state, ctx, instruction), PlannerDecision)
     if error:
+        TOOLBOXES.release(state.get("case_id"))
         return end_of_run({"error": error})
     return decision_update(state, decision)

@@ -19,6 +19,7 @@ from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.schemas import JudgeVerdict
+from memento.nodes.toolbox import TOOLBOXES
 
 SUMMARY_CHARS = 1500
 
@@ -46,6 +47,7 @@ def summarise_results(state: State) -> str:
 
 def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = context_of(runtime)
+    TOOLBOXES.release(state.get("case_id"))  # the run's tools are done: close its MCP sessions
     if state.get("case_written"):
         return end_of_run({})
     answer = state.get("final_answer") or ""

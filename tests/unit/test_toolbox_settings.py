@@ -5,7 +5,7 @@ import pytest
 
 from memento.cli.runner import thread_config
 from memento.graph.context import ConfigError, Context
-from memento.nodes.toolbox import REDACTED, _connections, redact_secrets
+from memento.nodes.toolbox import REDACTED, connections, redact_secrets
 
 SERVERS = {"search": {"transport": "stdio", "command": "{python}", "args": ["-m", "x"],
                       "env": {"SEARCH_KEY": "sk-literal-secret", "REGION": "${MEMENTO_TEST_REGION}"}}}
@@ -20,7 +20,7 @@ def test_stored_run_settings_hold_no_literal_secrets():
 
 def test_references_expand_from_the_environment(monkeypatch):
     monkeypatch.setenv("MEMENTO_TEST_REGION", "eu")
-    conn = _connections(SERVERS, ["/tmp/a.txt"])["search"]
+    conn = connections(SERVERS, ["/tmp/a.txt"])["search"]
     assert conn["command"] == sys.executable
     assert conn["env"]["REGION"] == "eu" and conn["env"]["SEARCH_KEY"] == "sk-literal-secret"
     assert json.loads(conn["env"]["MEMENTO_ALLOWED_PATHS"]) == ["/tmp/a.txt"]
@@ -29,6 +29,6 @@ def test_references_expand_from_the_environment(monkeypatch):
 def test_redacted_or_missing_secrets_are_named(monkeypatch):
     monkeypatch.delenv("MEMENTO_TEST_REGION", raising=False)
     with pytest.raises(ConfigError, match="MEMENTO_TEST_REGION"):
-        _connections(SERVERS, [])
+        connections(SERVERS, [])
     with pytest.raises(ConfigError, match="SEARCH_KEY was not stored"):
-        _connections(redact_secrets(SERVERS), [])
+        connections(redact_secrets(SERVERS), [])
