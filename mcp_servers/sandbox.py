@@ -9,6 +9,7 @@ process group, and the whole group (and any descendant that left it) is killed a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -16,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -58,11 +60,32 @@ class SandboxError(RuntimeError):
     pass
 
 
-def _executable_by_others(path: str) -> bool:
+def _executable_by_others(path: str | Path) -> bool:
+    """Whether a user who is neither owner nor group may reach (and run) `path`."""
     real = Path(os.path.realpath(path))
     if not real.stat().st_mode & stat.S_IXOTH:
         return False
     return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+
+
+def reachable_workspace(workspace: Path) -> Path:
+    """A workspace the sandbox user can reach. Under a private folder (a root user's home, a
+    0700 temp dir) the real folder goes to the system temp dir, and `workspace` becomes a link
+    to it, so every server that was given the workspace path still finds the same files."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    if _executable_by_others(workspace.parent):
+        return workspace.resolve()
+    base = Path(tempfile.gettempdir()) / "memento-sandbox"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o711)  # others may enter a workspace they know, not list them
+    real = base / hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:20]
+    real.mkdir(exist_ok=True)
+    if not workspace.is_symlink():
+        for item in workspace.iterdir():
+            shutil.move(str(item), real / item.name)
+        workspace.rmdir()
+        workspace.symlink_to(real, target_is_directory=True)
+    return real
 
 
 class Sandbox:
@@ -71,7 +94,6 @@ class Sandbox:
     def __init__(self, workspace: Path, limits: Limits, user: str | None = "nobody", python: str | None = None) -> None:
         if os.name != "posix":
             raise SandboxError("the code sandbox needs a POSIX system (Linux or macOS)")
-        self.workspace = workspace.resolve()
         self.limits = limits
         self.uid = self.gid = None
         if os.geteuid() == 0 and user:
@@ -81,6 +103,7 @@ class Sandbox:
                 raise SandboxError(f"sandbox user {user!r} does not exist: create it or pass --sandbox-user") from None
             self.uid, self.gid = entry.pw_uid, entry.pw_gid
         self.python = python or self._default_python()
+        self.workspace = reachable_workspace(workspace) if self.uid is not None else workspace.resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.own(self.workspace)
 

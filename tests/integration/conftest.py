@@ -1,0 +1,26 @@
+import pytest
+
+from memento.nodes.toolbox import Toolbox
+
+
+@pytest.fixture
+def toolbox_for():
+    """Open toolboxes over real stdio servers and close them all after the test."""
+    opened = []
+
+    def make(servers, allowed_paths=None, workspace=""):
+        box = Toolbox(servers, allowed_paths or [], workspace).open()
+        opened.append(box)
+        return box
+
+    yield make
+    for box in opened:
+        box.close()
+
+
+def call(box, name, **args):
+    return box.call({"name": name, "args": args, "id": f"call-{name}"}, 100_000)
+
+
+def stdio(module, *args, **extra):
+    return {"transport": "stdio", "command": "{python}", "args": ["-m", module, *args], **extra}

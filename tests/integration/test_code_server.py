@@ -1,0 +1,94 @@
+"""The code server over stdio: limits, abuses, scrubbed environment, confined paths."""
+
+import os
+
+import psutil
+import pytest
+
+from tests.integration.conftest import call, stdio
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def code(toolbox_for, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMENTO_TEST_SECRET", "sk-do-not-leak")
+    servers = {"code": stdio("memento.mcp_servers.code", "--workspace", "{workspace}", "--timeout", "4",
+                             "--cpu", "3", "--memory-mb", "256", "--processes", "16", "--max-output", "10000")}
+    box = toolbox_for(servers, workspace=str(tmp_path / "ws"))
+    box.workspace = tmp_path / "ws"
+    return box
+
+
+def alive(box):
+    answer = call(box, "run_python", code="print(6 * 7)")
+    assert answer.status == "success" and "42" in answer.text
+
+
+def test_runs_python_and_shell_in_the_workspace(code):
+    out = call(code, "run_python", code="import os; open('made.txt', 'w').write('hi'); print(os.getcwd())")
+    assert out.status == "success" and "exit code: 0" in out.text and str(code.workspace.resolve()) in out.text
+    shell = call(code, "run_shell", command="cat made.txt; echo; exit 3")
+    assert shell.status == "success" and "exit code: 3" in shell.text and "hi" in shell.text
+    assert "made.txt" in call(code, "list_files").text
+
+
+def test_environment_is_scrubbed(code):
+    out = call(code, "run_python", code="import os; print(sorted(os.environ)); print(os.environ.get('MEMENTO_TEST_SECRET'))")
+    assert "sk-do-not-leak" not in out.text and "MEMENTO_TEST_SECRET" not in out.text
+    assert "None" in out.text
+
+
+@pytest.mark.parametrize("abuse,limit", [
+    ("while True:\n    pass", "limit of"),  # CPU time (3 s) or wall clock (4 s), whichever the machine hits first
+    ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "limit of"),
+    ("chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 2**20))", "memory limit of 256 MB"),
+    ("import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * 2**20)", "output limit of 10000 bytes"),
+])
+def test_abuse_ends_with_a_clear_tool_error_and_the_server_keeps_answering(code, abuse, limit):
+    out = call(code, "run_python", code=abuse)
+    assert out.status == "error"
+    assert "run stopped:" in out.text and limit in out.text
+    assert len(out.text) < 20_000
+    alive(code)
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if ".memento_snippet.py" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+
+
+def test_fork_bomb_is_capped_by_the_process_limit(code):
+    out = call(code, "run_python", code=(
+        "import os, time\nn = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\nprint('forked', n)"))
+    forked = int(out.text.split("forked ")[1].split()[0])
+    assert forked < 40  # the limit (16 above what the user already runs) stopped it, not the loop bound
+
+
+@pytest.mark.parametrize("path,reason", [
+    ("../outside.txt", "'..' is refused"), ("/etc/passwd", "absolute paths are refused"),
+    ("a/../../x", "'..' is refused"), ("~/x", "absolute paths are refused"),
+])
+def test_paths_out_of_the_workspace_are_refused(code, path, reason):
+    for tool, args in (("read_file", {"path": path}), ("write_file", {"path": path, "content": "x"}),
+                       ("list_files", {"path": path})):
+        out = call(code, tool, **args)
+        assert out.status == "error" and reason in out.text
+
+
+def test_symlinks_out_are_refused(code, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    call(code, "run_shell", command=f"ln -s {secret} link && ln -s {tmp_path} dirlink")
+    for path in ("link", "dirlink/secret.txt"):
+        out = call(code, "read_file", path=path)
+        assert out.status == "error" and "leads outside the workspace" in out.text
+    assert call(code, "write_file", path="dirlink/new.txt", content="x").status == "error"
+    assert not (tmp_path / "new.txt").exists()
+
+
+def test_write_then_read_and_truncation(code):
+    assert call(code, "write_file", path="notes/a.txt", content="line\n" * 10).status == "success"
+    assert call(code, "read_file", path="notes/a.txt").text == "line\n" * 10
+    capped = call(code, "read_file", path="notes/a.txt", max_chars=12)
+    assert capped.text.startswith("line\nline\nli") and "[truncated at 12 characters]" in capped.text
+    if os.geteuid() == 0:  # written by the server as root, owned by the sandbox user
+        assert (code.workspace / "notes" / "a.txt").stat().st_uid != 0
