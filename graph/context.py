@@ -17,7 +17,6 @@ from typing import Any
 import platformdirs
 
 
-
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the setting and what to do."""
 

@@ -10,8 +10,8 @@ from memento.graph.context import Context, context_of
 from memento.graph.state import State, end_of_run
 from memento.nodes import prompts
 from memento.nodes.planner import ask_planner, decision_update, planner_messages
-from memento.nodes.toolbox import TOOLBOXES
 from memento.nodes.schemas import PlannerDecision
+from memento.nodes.toolbox import TOOLBOXES
 
 
 def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime

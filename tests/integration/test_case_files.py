@@ -12,7 +12,8 @@ ORIGINAL = [
      "plan": "{ \"plan\": [ { \"id\": 1, \"description\": \"Determine the primary sport.\" } ] }",
      "case_label": "positive"},
     {"case": "How many people work at the school where Gene Ball was educated?",
-     "plan": "{\"plan\":[{\"id\":1,\"description\":\"Identify the school.\"},{\"id\":2,\"description\":\"Find staff numbers.\"}]}",
+     "plan": "{\"plan\":[{\"id\":1,\"description\":\"Identify the school.\"},"
+             "{\"id\":2,\"description\":\"Find staff numbers.\"}]}",
      "case_label": "negative"},
     {"case": "Qui a peint « La Joconde » ?", "plan": "not JSON at all: just search", "case_label": "positive"},
 ]
@@ -74,7 +75,8 @@ def test_retriever_train_then_eval(tmp_path):
     for q in range(24):
         for c in range(6):
             rows.append({"query": f"What is the {topics[q % 6]} of place {q}?", "case": f"Find the {topics[c]} of item {c}",
-                         "case_label": "positive", "plan": json.dumps({"plan": [{"id": 1, "description": f"Look up the {topics[c]}"}]}),
+                         "case_label": "positive",
+                         "plan": json.dumps({"plan": [{"id": 1, "description": f"Look up the {topics[c]}"}]}),
                          "truth_label": q % 6 == c})
     pairs = _write(tmp_path / "pairs.jsonl", rows)
     data = str(tmp_path / "data")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.graph import Context, build_graph
