@@ -51,7 +51,8 @@ def run_demo(ctx: Context, data_dir: str | None) -> int:
         print(f"answer: {state.get('final_answer')}  [simulated]   reward: {state.get('reward')}\n")
     print(f"{'task':>4}  {'cases used (ok/failed)':<22}  {'cycles':>6}  {'reward':>6}  {'bank':>4}  answer")
     for n, used, good, bad, cycles, answer, reward, size in rows:
-        print(f"{n:>4}  {f'{used} ({good}/{bad})':<22}  {cycles:>6}  {reward:>6g}  {size:>4}  {answer}")
+        shown = "-" if reward is None else f"{reward:g}"
+        print(f"{n:>4}  {f'{used} ({good}/{bad})':<22}  {cycles:>6}  {shown:>6}  {size:>4}  {answer}")
     print("\nTasks 3 and 4 retrieve task 2's successful case and plan the sum step up front: one planning")
     print("cycle instead of two. Task 6 sees task 5's failure as a case to avoid.")
     print(f"Inspect the bank: memento cases list --data-dir {folder}")

@@ -145,7 +145,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from memento.cli.runner import pending_nodes, progress_stream, resume_context, stream_run
     from memento.llm.factory import check_model_settings
 
-    ctx = resume_context(_context(args), args.thread_id, _overrides(args))
+    ctx = resume_context(_context(args), args.thread_id, _overrides(args), args.config)
     check_model_settings(ctx)
     out = progress_stream(args.json)
     pending = pending_nodes(ctx, args.thread_id)
@@ -300,6 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         thread = getattr(args, "thread_id", None) or "THREAD_ID"
         print(f"memento: interrupted; continue with `memento resume {thread}`", file=sys.stderr)
         return 130
+    except Exception as exc:  # anything unforeseen: one line, the traceback only on request
+        if os.environ.get("MEMENTO_DEBUG"):
+            raise
+        reason = " ".join(str(exc).split())[:300]
+        print(f"memento: error: unexpected {type(exc).__name__}: {reason} (set MEMENTO_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        if getattr(args, "thread_id", None):
+            print(f"memento: the run is checkpointed; `memento resume {args.thread_id}` continues it",
+                  file=sys.stderr)
+        return EXIT_RUN_ERROR
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.cli.render import Progress
 from memento.graph.builder import build_graph
-from memento.graph.context import ConfigError, Context, context_from_dict
+from memento.graph.context import ConfigError, Context, context_from_dict, read_config_file
 from memento.nodes.toolbox import redact_secrets
 
 SETTINGS_KEY = "memento_settings"
@@ -62,11 +62,17 @@ def stream_run(ctx: Context, thread_id: str, graph_input: dict[str, Any] | None,
         return dict(graph.get_state(config).values)
 
 
-def resume_context(ctx_defaults: Context, thread_id: str, overrides: dict[str, Any]) -> Context:
+def resume_context(ctx_defaults: Context, thread_id: str, overrides: dict[str, Any],
+                   config_file: str | None = None) -> Context:
+    """The settings a thread was started with, then those of `config_file`, then `overrides`."""
     settings = stored_settings(ctx_defaults, thread_id)
     if settings is None:
         raise ConfigError(f"no run with thread id {thread_id!r} in {ctx_defaults.resolved_data_dir()}: "
                           "check the id, or pass the --data-dir the run used")
+    if config_file:
+        from_file = read_config_file(config_file)
+        settings["mcp_servers"] = settings.get("mcp_servers", {}) | from_file.pop("mcp_servers", {})
+        settings.update(from_file)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return context_from_dict(settings, source=f"thread {thread_id}")
 

@@ -120,6 +120,9 @@ class Context:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
+        if self.structured_output_method not in {"function_calling", "json_schema", "json_mode"}:
+            raise ConfigError("setting structured_output_method must be function_calling, json_schema or json_mode, "
+                              f"got {self.structured_output_method!r}")
         if self.retrieval_mode not in {"similarity", "parametric", "none"}:
             raise ConfigError(f"setting retrieval_mode must be similarity, parametric or none, "
                               f"got {self.retrieval_mode!r}")
@@ -181,8 +184,13 @@ def default_config_path() -> Path:
 
 
 def load_context(path: str | Path | None = None, **overrides: Any) -> Context:
-    """Settings from the `Context` defaults, then the file at `path`, then non-None `overrides`."""
+    """Settings from the `Context` defaults, then the file at `path`, then non-None `overrides`.
+
+    A file's `[mcp_servers.NAME]` tables add servers to the built-in ones, or replace the one of
+    that name; `enabled = false` turns a built-in server off."""
     values = read_config_file(path) if path else {}
+    if "mcp_servers" in values:
+        values["mcp_servers"] = default_mcp_servers() | values["mcp_servers"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return context_from_dict(values, source=str(path) if path else "overrides")
 

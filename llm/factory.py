@@ -40,6 +40,11 @@ def check_model_settings(ctx: Context, roles: tuple[str, ...] = ROLES) -> None:
                 f"unknown model provider {provider!r} in {role}_model={getattr(ctx, f'{role}_model')!r}: "
                 f"use one of {', '.join(sorted(PROVIDERS))} as provider:model")
         if provider == "simulated":
+            from memento.llm.simulated import PERSONAS
+
+            if (model or "default") not in PERSONAS:
+                raise ConfigError(f"unknown simulated persona {model!r} in {role}_model: use simulated or "
+                                  f"simulated:PERSONA with one of {', '.join(sorted(PERSONAS))}")
             continue
         if not model:
             raise ConfigError(f"{role}_model={provider!r} names no model: write it as {provider}:MODEL_NAME")
@@ -58,16 +63,21 @@ def make_chat_model(ctx: Context, role: str) -> BaseChatModel:
     if provider == "simulated":
         return SimulatedChatModel(persona=model or "default")
     common: dict[str, Any] = {"temperature": ctx.temperature, "timeout": ctx.request_timeout, "max_retries": 2}
-    if provider == "azure":
-        from langchain_openai import AzureChatOpenAI
+    try:
+        if provider == "azure":
+            from langchain_openai import AzureChatOpenAI
 
-        return AzureChatOpenAI(azure_deployment=model, azure_endpoint=base_url,
-                               api_key=os.environ[key_env], **common)
-    from langchain_openai import ChatOpenAI
+            return AzureChatOpenAI(azure_deployment=model, azure_endpoint=base_url,
+                                   api_key=os.environ[key_env], **common)
+        from langchain_openai import ChatOpenAI
 
-    # Local servers usually accept any key; the client library insists on one.
-    api_key = os.environ.get(key_env) or "not-needed"
-    return ChatOpenAI(model=model, base_url=base_url or None, api_key=api_key, **common)
+        # Local servers usually accept any key; the client library insists on one.
+        api_key = os.environ.get(key_env) or "not-needed"
+        return ChatOpenAI(model=model, base_url=base_url or None, api_key=api_key, **common)
+    except (ValueError, TypeError) as exc:  # pydantic validation of the client's settings
+        reason = " ".join(str(exc).split())[:300]
+        hint = " (Azure also needs OPENAI_API_VERSION in the environment)" if provider == "azure" else ""
+        raise ConfigError(f"cannot set up the {role} model {provider}:{model}: {reason}{hint}") from None
 
 
 def structured(model: BaseChatModel, schema: type, ctx: Context):

@@ -8,6 +8,7 @@ hits a limit ends with a tool error saying which, and the server keeps answering
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import anyio
 from mcp.server.fastmcp import FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_server
-from memento.mcp_servers.sandbox import Limits, RunResult, Sandbox
+from memento.mcp_servers.sandbox import Limits, RunResult, Sandbox, become_subreaper
 from memento.mcp_servers.workspace import confine
 
 MAX_READ_CHARS = 50_000
@@ -49,10 +50,8 @@ def _report(result: RunResult) -> str:
 async def run_python(code: str, timeout_s: float | None = None) -> str:
     """Run Python code in the workspace (the working directory). Returns exit code, stdout and stderr."""
     box = sandbox()
-    script = box.workspace / ".memento_snippet.py"
-    script.write_text(code, encoding="utf-8")
-    box.own(script)
-    return _report(await anyio.to_thread.run_sync(box.run, [box.python, "-I", str(script)], timeout_s))
+    # The code goes in on standard input, never through a file the sandboxed code could swap.
+    return _report(await anyio.to_thread.run_sync(box.run, [box.python, "-I", "-"], timeout_s, code.encode("utf-8")))
 
 
 @server.tool()
@@ -71,8 +70,6 @@ def list_files(path: str = ".") -> str:
         raise NotADirectoryError(f"{path} is not a folder in the workspace")
     entries = []
     for item in sorted(folder.rglob("*")):
-        if item.name.startswith(".memento") or ".tmp" in item.relative_to(root).parts[:1]:
-            continue
         entries.append(str(item.relative_to(root)) + ("/" if item.is_dir() else ""))
         if len(entries) >= MAX_LISTED:
             entries.append(f"[listing stopped at {MAX_LISTED} entries]")
@@ -86,8 +83,8 @@ def read_file(path: str, max_chars: int = MAX_READ_CHARS) -> str:
     target = confine(sandbox().workspace, path)
     if not target.is_file():
         raise FileNotFoundError(f"{path} is not a file in the workspace")
-    limit = min(max_chars, MAX_READ_CHARS)
-    with target.open("r", encoding="utf-8", errors="replace") as handle:
+    limit = max(1, min(max_chars, MAX_READ_CHARS))
+    with os.fdopen(os.open(target, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8", errors="replace") as handle:
         text = handle.read(limit + 1)
     return text if len(text) <= limit else text[:limit] + f"\n[truncated at {limit} characters]"
 
@@ -100,12 +97,17 @@ def write_file(path: str, content: str) -> str:
     data = content.encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         raise ValueError(f"content is {len(data)} bytes; at most {MAX_WRITE_BYTES} may be written")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    for made in [target, *target.parents]:
-        if made == box.workspace or not made.is_relative_to(box.workspace):
-            break
-        box.own(made)
+    missing = [p for p in [target.parent, *target.parent.parents]
+               if p.is_relative_to(box.workspace) and p != box.workspace and not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir()
+        box.own(folder)
+    if confine(box.workspace, path) != target:  # a folder on the way was swapped for a link meanwhile
+        raise PermissionError(f"{path}: the workspace changed while writing; refused")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    box.own(target)
     return f"wrote {len(data)} bytes to {target.relative_to(box.workspace)}"
 
 
@@ -129,6 +131,7 @@ def main() -> None:
     limits = Limits(wall_s=args.timeout, cpu_s=args.cpu, memory_mb=args.memory_mb, processes=args.processes,
                     output_bytes=args.max_output, file_mb=args.file_mb)
     _sandbox = Sandbox(workspace, limits, user=args.sandbox_user or None, python=args.python)
+    become_subreaper()
     run_server(server, args)
 
 

@@ -24,7 +24,11 @@ from memento.mcp_servers.workspace import under_any
 
 MAX_CHARS = 20_000
 MAX_MEMBER_BYTES = 50 * 2**20  # a ZIP member larger than this once unpacked is not read
+MAX_FILE_BYTES = 50 * 2**20
+MAX_UNPACKED_BYTES = 200 * 2**20  # Office files are ZIPs: their parsers unpack everything
+MAX_RATIO = 200  # unpacked / packed, per member of more than a megabyte: a ZIP bomb beyond this
 MAX_ROWS = 2_000
+ZIP_FORMATS = {".docx", ".xlsx", ".xlsm", ".pptx"}
 
 server = FastMCP("memento-documents", log_level="WARNING",
                  instructions="Read the files attached to the task (and the run's workspace) as text or markdown.")
@@ -167,7 +171,11 @@ READERS: dict[str, Callable[[bytes], str]] = {
 
 
 def convert(name: str, data: bytes) -> str:
-    reader = READERS.get(PurePosixPath(name.lower()).suffix, read_text)
+    suffix = PurePosixPath(name.lower()).suffix
+    reader = READERS.get(suffix, read_text)
+    if suffix in ZIP_FORMATS and zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_archive(archive, name)  # before the parser unpacks it all
     try:
         return reader(data)
     except Exception as exc:  # a broken file of a known type: say which, not a traceback
@@ -179,7 +187,22 @@ def open_allowed(path: str) -> Path:
     target = under_any(allowed_roots(), path)
     if not target.is_file():
         raise FileNotFoundError(f"{path} is not a readable file")
+    size = target.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{path} is {size} bytes; files over {MAX_FILE_BYTES} bytes are not read")
     return target
+
+
+def check_archive(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuse archives that would unpack to far more than they weigh."""
+    members = archive.infolist()
+    total = sum(i.file_size for i in members)
+    if total > MAX_UNPACKED_BYTES:
+        raise ValueError(f"{name} unpacks to {total} bytes; at most {MAX_UNPACKED_BYTES} are read")
+    for info in members:
+        if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise ValueError(f"{name}: member {info.filename} is compressed {info.file_size // max(info.compress_size, 1)}"
+                             " times over; refused as a likely ZIP bomb")
 
 
 @server.tool()
@@ -199,7 +222,7 @@ def read_document(path: str, max_chars: int = MAX_CHARS) -> str:
     """Read a document as text or markdown (PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML, HTML,
     text). For a ZIP archive this lists its members; read one with read_zip_member."""
     target = open_allowed(path)
-    if zipfile.is_zipfile(target) and target.suffix.lower() not in {".docx", ".xlsx", ".xlsm", ".pptx"}:
+    if zipfile.is_zipfile(target) and target.suffix.lower() not in ZIP_FORMATS:
         return cap(_zip_listing(target), max_chars)
     return cap(convert(target.name, target.read_bytes()), max_chars)
 

@@ -3,8 +3,14 @@
 The child starts through a small launcher (`python -c LAUNCHER`) that sets its resource limits
 and then `exec`s the command, so no `preexec_fn` runs in this (threaded) server. When the
 server runs as root, the child runs as an unprivileged user (default `nobody`), because the
-kernel does not apply the process limit to root. The child gets a scrubbed environment, its own
-process group, and the whole group (and any descendant that left it) is killed at the end.
+kernel does not apply the process limit to root. The child gets a scrubbed environment and its
+own process group. On Linux the server is a child subreaper, so every process a run starts,
+even one that left its group with `setsid` and outlived its parent, stays a descendant of the
+server, and all of them are killed when the run ends.
+
+The server touches workspace files that the sandboxed code may have replaced with symlinks,
+so it never follows one there: ownership changes use `follow_symlinks=False` and files are
+opened with `O_NOFOLLOW`.
 """
 
 from __future__ import annotations
@@ -76,10 +82,17 @@ def reachable_workspace(workspace: Path) -> Path:
     if _executable_by_others(workspace.parent):
         return workspace.resolve()
     base = Path(tempfile.gettempdir()) / "memento-sandbox"
-    base.mkdir(exist_ok=True)
-    base.chmod(0o711)  # others may enter a workspace they know, not list them
+    try:
+        base.mkdir(mode=0o711)  # others may enter a workspace they know, not list them
+    except FileExistsError:
+        info = base.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            raise SandboxError(f"{base} exists but is not a folder owned by root and writable only by it: "
+                               "remove it, or give the workspace a folder others may traverse") from None
     real = base / hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:20]
-    real.mkdir(exist_ok=True)
+    real.mkdir(mode=0o755, exist_ok=True)
+    if real.is_symlink():
+        raise SandboxError(f"{real} is a symlink: refusing to use it as a workspace")
     if not workspace.is_symlink():
         for item in workspace.iterdir():
             shutil.move(str(item), real / item.name)
@@ -95,6 +108,7 @@ class Sandbox:
         if os.name != "posix":
             raise SandboxError("the code sandbox needs a POSIX system (Linux or macOS)")
         self.limits = limits
+        self._run_lock = threading.Lock()
         self.uid = self.gid = None
         if os.geteuid() == 0 and user:
             try:
@@ -118,35 +132,40 @@ class Sandbox:
     def own(self, path: Path) -> None:
         """Give a workspace path to the sandbox user, so code can change what the tools wrote."""
         if self.uid is not None:
-            os.chown(path, self.uid, self.gid)
+            os.chown(path, self.uid, self.gid, follow_symlinks=False)
 
     def _environment(self) -> dict[str, str]:
         # Nothing is inherited: no API keys, tokens or proxies reach the code.
-        tmp = self.workspace / ".tmp"
-        tmp.mkdir(exist_ok=True)
-        self.own(tmp)
-        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.workspace), "TMPDIR": str(tmp),
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.workspace), "TMPDIR": str(self.workspace),
                 "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                 "MPLBACKEND": "Agg", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
     def _process_allowance(self) -> int:
-        # RLIMIT_NPROC counts every process of the user, so allow what it already runs plus ours.
+        # RLIMIT_NPROC counts every thread of every process of the user (memento's own, when it
+        # is not root), so allow what the user already runs plus the run's share.
         uid = self.uid if self.uid is not None else os.getuid()
         running = 0
-        for proc in psutil.process_iter(["uids"]):
+        for proc in psutil.process_iter(["uids", "num_threads"]):
             try:
-                running += proc.info["uids"].real == uid
+                if proc.info["uids"].real == uid:
+                    running += proc.info["num_threads"] or 1
             except (psutil.Error, TypeError, AttributeError):
                 continue
         return running + self.limits.processes
 
-    def run(self, argv: list[str], wall_s: float | None = None) -> RunResult:
+    def run(self, argv: list[str], wall_s: float | None = None, stdin: bytes | None = None) -> RunResult:
+        # One run at a time: the end-of-run sweep kills every descendant of the server.
+        with self._run_lock:
+            return self._run(argv, wall_s, stdin)
+
+    def _run(self, argv: list[str], wall_s: float | None, stdin: bytes | None) -> RunResult:
         limits = self.limits
         wall = min(wall_s or limits.wall_s, limits.wall_s)
         launcher = [self.python, "-I", "-c", LAUNCHER, str(limits.cpu_s), str(limits.memory_mb * 2**20),
                     str(self._process_allowance()), str(limits.file_mb * 2**20), *argv]
         started = time.monotonic()
-        proc = subprocess.Popen(launcher, cwd=self.workspace, env=self._environment(), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(launcher, cwd=self.workspace, env=self._environment(),
+                                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
                                 user=self.uid, group=self.gid, extra_groups=[] if self.uid is not None else None)
         outputs = {"stdout": bytearray(), "stderr": bytearray()}
@@ -166,8 +185,17 @@ class Sandbox:
                         break
             stream.close()
 
+        def feed() -> None:
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except OSError:  # the program ended or closed its input first
+                pass
+
         readers = [threading.Thread(target=pump, args=(proc.stdout, "stdout"), daemon=True),
                    threading.Thread(target=pump, args=(proc.stderr, "stderr"), daemon=True)]
+        if stdin is not None:
+            readers.append(threading.Thread(target=feed, daemon=True))
         for reader in readers:
             reader.start()
         stopped = None
@@ -202,26 +230,39 @@ class Sandbox:
 
     @staticmethod
     def _kill_all(proc: subprocess.Popen) -> None:
-        """Kill the process group and every descendant, including any that started its own group."""
-        try:
-            family = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.Error:
-            family = []
+        """Kill the run's process group and every other descendant of this server."""
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        for child in family:
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
         proc.wait()
-        # Forks made while we were killing may still be alive in the group: sweep until none is.
+        # With the subreaper set, orphans (`setsid`, double forks) are our children: sweep them
+        # until none is left. The server starts no processes but runs, so all of them are the run's.
+        me = psutil.Process()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+            family = [p for p in me.children(recursive=True) if p.pid != proc.pid]
+            if not family:
                 break
-            time.sleep(0.05)
+            for child in family:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+            for child in family:
+                try:
+                    os.waitpid(child.pid, os.WNOHANG)
+                except (ChildProcessError, OSError):
+                    pass
+            time.sleep(0.02)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants children of this process (Linux); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) == 0

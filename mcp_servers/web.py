@@ -43,10 +43,19 @@ class FetchRefused(PermissionError):
     pass
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
 def _public(address: str) -> bool:
+    """Whether an address is a public unicast one, looking through IPv6 forms that carry an
+    IPv4 address (mapped, NAT64, 6to4, Teredo), which could otherwise smuggle a private one."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not _public(str(embedded)):
+            return False
     return ip.is_global and not ip.is_multicast
 
 

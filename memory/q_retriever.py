@@ -278,8 +278,9 @@ class QRetriever:
         except Exception as exc:
             raise RetrieverError(f"retriever checkpoint {path} cannot be read ({type(exc).__name__}): "
                                  "delete it or train again") from exc
-        if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-            raise RetrieverError(f"retriever checkpoint {path} has format {state.get('format_version')!r}, "
+        version = state.get("format_version") if isinstance(state, dict) else None
+        if version != FORMAT_VERSION:
+            raise RetrieverError(f"retriever checkpoint {path} has format {version!r}, "
                                  f"this version reads {FORMAT_VERSION}: train it again")
         if state["encoder"] != encoder:
             raise RetrieverError(f"retriever checkpoint {path} was trained on encoder {state['encoder']!r}, "

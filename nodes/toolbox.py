@@ -33,7 +33,7 @@ from memento.graph.context import ConfigError
 OPEN_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 300.0
 IDLE_CLOSE_S = 900.0
-SECRET_REFERENCE = re.compile(r"^\$\{(\w+)\}$")
+SECRET_REFERENCE = re.compile(r"\$\{(\w+)\}")
 REDACTED = "<redacted>"
 # Keys of a server's settings that are ours, not langchain-mcp-adapters'.
 OWN_KEYS = ("enabled", "tools")
@@ -51,24 +51,24 @@ def redact_secrets(servers: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
         conn = dict(conn)
         for key in ("env", "headers"):
             if isinstance(conn.get(key), dict):
-                conn[key] = {k: v if SECRET_REFERENCE.match(str(v)) else REDACTED for k, v in conn[key].items()}
+                conn[key] = {k: v if SECRET_REFERENCE.search(str(v)) else REDACTED for k, v in conn[key].items()}
         safe[name] = conn
     return safe
 
 
-def _expand(name: str, key: str, values: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for var, value in values.items():
-        if value == REDACTED:
-            raise ConfigError(f"mcp_servers.{name}.{key}.{var} was not stored with the run: write it as "
-                              "${VARIABLE} so it is read from the environment")
-        if match := SECRET_REFERENCE.match(str(value)):
-            if match.group(1) not in os.environ:
-                raise ConfigError(f"mcp_servers.{name}.{key}.{var} refers to ${{{match.group(1)}}}, "
-                                  "which is not set in the environment")
-            value = os.environ[match.group(1)]
-        out[var] = str(value)
-    return out
+def _expand(name: str, key: str, value: Any) -> str:
+    """`value` with every `${VAR}` replaced from the environment."""
+    if value == REDACTED:
+        raise ConfigError(f"mcp_servers.{name}.{key} was not stored with the run: write it as ${{VARIABLE}} "
+                          "so it is read from the environment, and resume with that --config")
+
+    def lookup(match: re.Match) -> str:
+        if match.group(1) not in os.environ:
+            raise ConfigError(f"mcp_servers.{name}.{key} refers to ${{{match.group(1)}}}, which is not set "
+                              "in the environment")
+        return os.environ[match.group(1)]
+
+    return SECRET_REFERENCE.sub(lookup, str(value))
 
 
 def _fill(value: str, workspace: str) -> str:
@@ -86,12 +86,14 @@ def connections(servers: dict[str, dict[str, Any]], allowed_paths: list[str], wo
         transport = conn.setdefault("transport", "stdio")
         for key in ("env", "headers"):
             if isinstance(conn.get(key), dict):
-                conn[key] = _expand(name, key, conn[key])
+                conn[key] = {var: _expand(name, f"{key}.{var}", value) for var, value in conn[key].items()}
+        if conn.get("url"):
+            conn["url"] = _expand(name, "url", conn["url"])
         if transport == "stdio":
             if not conn.get("command"):
                 raise ConfigError(f"mcp_servers.{name} has no command: give the program that starts the server")
             conn["command"] = _fill(conn["command"], workspace)
-            conn["args"] = [_fill(str(arg), workspace) for arg in conn.get("args", [])]
+            conn["args"] = [_expand(name, "args", _fill(str(arg), workspace)) for arg in conn.get("args", [])]
             # Stdio servers get the SDK's minimal environment (no secrets) plus what is set here.
             conn["env"] = {**conn.get("env", {}), "MEMENTO_ALLOWED_PATHS": json.dumps(allowed_paths)}
         elif not conn.get("url"):
@@ -133,7 +135,12 @@ class _ServerSession:
         self._closing = asyncio.Event()
         opened: asyncio.Future = asyncio.get_running_loop().create_future()
         self._holder = asyncio.create_task(self._hold(opened, self._closing))
-        await asyncio.wait_for(opened, OPEN_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(opened, OPEN_TIMEOUT_S)
+        except TimeoutError:
+            await self.stop()
+            raise ToolServerError(f"MCP server {self.name!r} did not start within {OPEN_TIMEOUT_S:g} s: "
+                                  f"check mcp_servers.{self.name}") from None
 
     async def _hold(self, opened: asyncio.Future, closing: asyncio.Event) -> None:
         client = MultiServerMCPClient({self.name: self.connection})

@@ -51,8 +51,8 @@ def test_abuse_ends_with_a_clear_tool_error_and_the_server_keeps_answering(code,
     assert "run stopped:" in out.text and limit in out.text
     assert len(out.text) < 20_000
     alive(code)
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if ".memento_snippet.py" in " ".join(p.info["cmdline"] or [])]
-    assert leftovers == []
+    me = psutil.Process()
+    assert [p for p in me.children(recursive=True) if "-I" in (p.cmdline() or [])] == []
 
 
 def test_fork_bomb_is_capped_by_the_process_limit(code):
@@ -83,6 +83,30 @@ def test_symlinks_out_are_refused(code, tmp_path):
         assert out.status == "error" and "leads outside the workspace" in out.text
     assert call(code, "write_file", path="dirlink/new.txt", content="x").status == "error"
     assert not (tmp_path / "new.txt").exists()
+
+
+def test_background_processes_do_not_outlive_the_run(code):
+    started = __import__("time").monotonic()
+    out = call(code, "run_shell", command="setsid sleep 77 & (sleep 78 > /dev/null 2>&1 &) ; nohup sleep 79 > /dev/null 2>&1 &"
+                                          " echo started")
+    assert out.status == "success" and "started" in out.text
+    assert __import__("time").monotonic() - started < 4  # not held up by a survivor keeping the pipes open
+    survivors = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                 if (p.info["cmdline"] or [""])[0] == "sleep" and p.info["cmdline"][-1] in {"77", "78", "79"}]
+    assert survivors == []
+
+
+def test_the_server_never_follows_a_planted_symlink(code, tmp_path):
+    """Code may plant links in the workspace; the root-run server must not write or chown through them."""
+    target = tmp_path / "root-only.txt"
+    target.write_text("original")
+    target.chmod(0o600)
+    before = target.stat()
+    call(code, "run_shell", command=f"ln -s {target} planted.txt && ln -s {target} .memento_snippet.py")
+    assert call(code, "write_file", path="planted.txt", content="pwned").status == "error"
+    alive(code)  # runs code from standard input, not from a file in the workspace
+    after = target.stat()
+    assert target.read_text() == "original" and (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
 
 
 def test_write_then_read_and_truncation(code):

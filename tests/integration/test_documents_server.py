@@ -131,3 +131,15 @@ def test_a_broken_file_is_a_clear_error(docs):
     (docs.folder / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
     out = call(docs, "read_document", path=str(docs.folder / "broken.pdf"))
     assert out.status == "error" and "cannot read broken.pdf as .pdf" in out.text
+
+
+def test_zip_bombs_are_refused(docs):
+    with zipfile.ZipFile(docs.folder / "bomb.docx", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"0" * (20 * 2**20))
+    out = call(docs, "read_document", path=str(docs.folder / "bomb.docx"))
+    assert out.status == "error" and "likely ZIP bomb" in out.text
+    with zipfile.ZipFile(docs.folder / "outer.zip", "w") as archive:
+        archive.write(docs.folder / "bomb.docx", "inner/bomb.docx")
+    inner = call(docs, "read_zip_member", path=str(docs.folder / "outer.zip"), member="inner/bomb.docx")
+    assert inner.status == "error" and "likely ZIP bomb" in inner.text
+    assert call(docs, "list_documents").status == "success"  # the server is still there

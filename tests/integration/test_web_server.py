@@ -119,6 +119,16 @@ def test_search_without_an_engine_is_a_clear_error(toolbox_for):
     assert out.status == "error" and "--searxng-url" in out.text
 
 
+@pytest.mark.parametrize("address,public", [
+    ("93.184.216.34", True), ("2606:4700::1111", True), ("10.0.0.1", False), ("127.0.0.1", False),
+    ("169.254.169.254", False), ("100.64.0.1", False), ("::1", False), ("fe80::1%eth0", False), ("fd00::1", False),
+    ("::ffff:127.0.0.1", False), ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::a00:1", False),
+    ("2002:a00:1::", False), ("2001:0:4136:e378:8000:63bf:f5ff:fffe", False), ("224.0.0.1", False),
+])
+def test_address_classification(address, public):
+    assert web._public(address) is public
+
+
 def test_every_redirect_hop_is_checked(monkeypatch):
     """A public page that redirects to a private address is refused at the hop."""
     addresses = {"public.example": "93.184.216.34", "internal.example": "10.0.0.5"}

@@ -28,6 +28,7 @@ def test_openai_compatible_endpoint_builds_a_chat_openai(monkeypatch):
     ({"executor_model": "ollama:llama3"}, ["executor_base_url"]),
     ({"planner_model": "openai"}, ["names no model"]),
     ({"planner_model": "bedrock:claude"}, ["unknown model provider 'bedrock'"]),
+    ({"executor_model": "simulated:sarcastic"}, ["unknown simulated persona 'sarcastic'", "executor_model"]),
 ])
 def test_bad_model_settings_name_what_to_fix(monkeypatch, settings, words):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -51,3 +52,16 @@ def test_malformed_persona_fails_validation():
     planner = structured(SimulatedChatModel(persona="malformed-always"), PlannerDecision, Context())
     reply = planner.invoke([HumanMessage("# Task\nWhat is 2 + 2?")])
     assert reply["parsed"] is None and "not both and not neither" in str(reply["parsing_error"])
+
+
+def test_azure_without_an_api_version_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delenv("OPENAI_API_VERSION", raising=False)
+    ctx = Context(planner_model="azure:my-deployment", planner_base_url="https://example.openai.azure.com")
+    with pytest.raises(ConfigError, match="cannot set up the planner model azure:my-deployment.*OPENAI_API_VERSION"):
+        make_chat_model(ctx, "planner")
+
+
+def test_structured_output_method_is_checked():
+    with pytest.raises(ConfigError, match="structured_output_method"):
+        Context(structured_output_method="xml")
