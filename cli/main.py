@@ -142,26 +142,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from memento.cli.runner import pending_nodes, progress_stream, resume_context, stream_run
+    from memento.cli.runner import progress_stream, resume_context, stream_run
     from memento.llm.factory import check_model_settings
 
-    ctx = resume_context(_context(args), args.thread_id, _overrides(args), args.config)
+    ctx, snapshot = resume_context(_context(args), args.thread_id, _overrides(args), args.config)
     check_model_settings(ctx)
     out = progress_stream(args.json)
-    pending = pending_nodes(ctx, args.thread_id)
-    if pending:
-        print(f"[memento] resuming thread {args.thread_id} at {', '.join(pending)}", file=out, flush=True)
+    if snapshot.next:
+        print(f"[memento] resuming thread {args.thread_id} at {', '.join(snapshot.next)}", file=out, flush=True)
+        state = stream_run(ctx, args.thread_id, None, out)
     else:
         print(f"[memento] thread {args.thread_id} already finished", file=out, flush=True)
-    state = stream_run(ctx, args.thread_id, None, out) if pending else _final_state(ctx, args.thread_id)
+        state = dict(snapshot.values)
     return _finish(state, args.thread_id, ctx, args.json)
-
-
-def _final_state(ctx: Context, thread_id: str) -> dict[str, Any]:
-    from memento.cli.runner import checkpointed_graph
-
-    with checkpointed_graph(ctx) as graph:
-        return dict(graph.get_state({"configurable": {"thread_id": thread_id}}).values)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

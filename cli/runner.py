@@ -31,18 +31,13 @@ def thread_config(thread_id: str, ctx: Context) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id, SETTINGS_KEY: json.dumps(settings)}}
 
 
-def stored_settings(ctx: Context, thread_id: str) -> dict[str, Any] | None:
-    """The settings a thread was started with, or None when the data dir has no such thread."""
+def thread_snapshot(ctx: Context, thread_id: str) -> Any | None:
+    """The thread's latest checkpoint (values, next nodes, metadata), or None if there is none."""
     if not ctx.checkpoint_path().exists():
         return None
     with checkpointed_graph(ctx) as graph:
-        found = graph.checkpointer.get_tuple({"configurable": {"thread_id": thread_id}})
-    if found is None:
-        return None
-    raw = found.metadata.get(SETTINGS_KEY)
-    if not raw:
-        raise ConfigError(f"thread {thread_id} was not started by the memento command line: resume it from your code")
-    return json.loads(raw)
+        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+    return snapshot if snapshot.created_at is not None else None
 
 
 def stream_run(ctx: Context, thread_id: str, graph_input: dict[str, Any] | None, progress_out: TextIO) -> dict[str, Any]:
@@ -63,23 +58,23 @@ def stream_run(ctx: Context, thread_id: str, graph_input: dict[str, Any] | None,
 
 
 def resume_context(ctx_defaults: Context, thread_id: str, overrides: dict[str, Any],
-                   config_file: str | None = None) -> Context:
-    """The settings a thread was started with, then those of `config_file`, then `overrides`."""
-    settings = stored_settings(ctx_defaults, thread_id)
-    if settings is None:
+                   config_file: str | None = None) -> tuple[Context, Any]:
+    """The settings a thread was started with, then those of `config_file`, then `overrides`;
+    and the thread's latest checkpoint."""
+    snapshot = thread_snapshot(ctx_defaults, thread_id)
+    if snapshot is None:
         raise ConfigError(f"no run with thread id {thread_id!r} in {ctx_defaults.resolved_data_dir()}: "
                           "check the id, or pass the --data-dir the run used")
+    raw = (snapshot.metadata or {}).get(SETTINGS_KEY)
+    if not raw:
+        raise ConfigError(f"thread {thread_id} was not started by the memento command line: resume it from your code")
+    settings = json.loads(raw)
     if config_file:
         from_file = read_config_file(config_file)
         settings["mcp_servers"] = settings.get("mcp_servers", {}) | from_file.pop("mcp_servers", {})
         settings.update(from_file)
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    return context_from_dict(settings, source=f"thread {thread_id}")
-
-
-def pending_nodes(ctx: Context, thread_id: str) -> tuple[str, ...]:
-    with checkpointed_graph(ctx) as graph:
-        return tuple(graph.get_state({"configurable": {"thread_id": thread_id}}).next)
+    return context_from_dict(settings, source=f"thread {thread_id}"), snapshot
 
 
 def progress_stream(as_json: bool) -> TextIO:

@@ -2,7 +2,7 @@
 
 Everything is plain JSON data (strings, numbers, lists, dicts) because it is checkpointed.
 Nodes return whole new values for the keys they change; nothing accumulates by reducer, so a
-thread reused for a new task starts clean in `retrieve_cases`.
+thread reused for a new task starts clean in `retrieve_cases`, which also consumes the inputs.
 """
 
 from __future__ import annotations
@@ -56,10 +56,9 @@ class State(InputState, OutputState):
     planner_notes: list[str]
     """The planner's short reasoning per decision, for the trace."""
     case_written: bool
+    run_files: list[str]
+    """This run's attached files (absolute). `retrieve_cases` moves the inputs `files` and
+    `ground_truth` here and clears them: LangGraph keeps any key a new input leaves out, and a
+    thread reused for a new task must not inherit the last task's files or ground truth."""
+    run_ground_truth: str | None
 
-
-def end_of_run(update: dict[str, Any]) -> dict[str, Any]:
-    """`update` for a node that ends the run. A finished run consumes its optional inputs: LangGraph
-    keeps any key a new input leaves out, and a thread reused for a new task must not inherit the
-    last task's files or ground truth."""
-    return {**update, "files": [], "ground_truth": None}

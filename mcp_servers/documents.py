@@ -147,16 +147,28 @@ def read_html(data: bytes) -> str:
     return html_to_markdown(data.decode("utf-8", errors="replace"))
 
 
-def html_to_markdown(html: str) -> str:
-    """Readable markdown from HTML, without scripts, styles or other non-content elements."""
+def content_soup(html: str):
+    """Parsed HTML without scripts, styles or other non-content elements."""
     from bs4 import BeautifulSoup
-    from markdownify import markdownify
 
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "noscript", "iframe", "svg", "template", "form"]):
         tag.decompose()
-    text = markdownify(str(soup), heading_style="ATX")
+    return soup
+
+
+def html_to_markdown(html: str) -> str:
+    """Readable markdown from HTML."""
+    from markdownify import markdownify
+
+    text = markdownify(str(content_soup(html)), heading_style="ATX")
     return "\n".join(line.rstrip() for line in text.splitlines() if line.strip()).strip()
+
+
+def html_to_text(html: str) -> str:
+    """The visible text of HTML, one block per line."""
+    text = content_soup(html).get_text("\n")
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def read_text(data: bytes) -> str:

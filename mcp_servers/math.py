@@ -48,11 +48,22 @@ def _call(node: ast.Call) -> Number:
         if name in {"factorial", "comb", "perm"} and any(a > 5000 for a in args):
             raise MathError(f"{name} arguments above 5000 are refused")
         return Fraction(_FUNCTIONS[name](*(int(a) for a in args)))
+    if name == "round":
+        if len(args) == 2 and (isinstance(args[1], float) or args[1].denominator != 1 or abs(args[1]) > 100):
+            raise MathError("round takes a whole number of digits, at most 100")
+        args = [args[0], *(int(a) for a in args[1:])]
     try:
-        value = _FUNCTIONS[name](*args) if name in {"abs", "min", "max"} else _FUNCTIONS[name](*(float(a) for a in args))
+        exact = name in {"abs", "min", "max", "round"}
+        value = _FUNCTIONS[name](*args) if exact else _FUNCTIONS[name](*(float(a) for a in args))
     except (ValueError, OverflowError, TypeError) as exc:
         raise MathError(f"{name}: {exc}") from None
-    return value if isinstance(value, (Fraction, float)) else Fraction(value)
+    return _bounded(value if isinstance(value, (Fraction, float)) else Fraction(value))
+
+
+def _bounded(value: Number) -> Number:
+    if isinstance(value, Fraction) and max(value.numerator.bit_length(), value.denominator.bit_length()) > _MAX_BITS:
+        raise MathError(f"result has more than {MAX_DIGITS} digits")
+    return value
 
 
 def _eval(node: ast.AST) -> Number:
@@ -81,10 +92,7 @@ def _eval(node: ast.AST) -> Number:
                 raise MathError(f"result has more than {MAX_DIGITS} digits")
         if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
             raise MathError("division by zero")
-        value = _BINARY[type(node.op)](left, right)
-        if max(value.numerator.bit_length(), value.denominator.bit_length()) > _MAX_BITS:
-            raise MathError(f"result has more than {MAX_DIGITS} digits")
-        return Fraction(value)
+        return _bounded(Fraction(_BINARY[type(node.op)](left, right)))
     raise MathError(f"unsupported element {type(node).__name__}: only numbers, + - * / // % **, ( ), "
                     "math functions and pi, e, tau")
 

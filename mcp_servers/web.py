@@ -20,7 +20,7 @@ import httpx
 from mcp.server.fastmcp import FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_server
-from memento.mcp_servers.documents import cap, convert, html_to_markdown
+from memento.mcp_servers.documents import cap, convert, html_to_markdown, html_to_text
 
 USER_AGENT = "memento-web/0.1 (+https://github.com/; MCP fetch tool)"
 
@@ -118,15 +118,7 @@ async def fetch_page(url: str, format: str = "markdown", max_chars: int = 20_000
     kind = content_type.split(";")[0].strip().lower()
     if kind in ("text/html", "application/xhtml+xml") or (not kind and body.lstrip()[:1] == b"<"):
         html = body.decode("utf-8", errors="replace")
-        if format == "text":
-            from bs4 import BeautifulSoup
-
-            soup = BeautifulSoup(html, "html.parser")
-            for tag in soup(["script", "style", "noscript", "template"]):
-                tag.decompose()
-            text = "\n".join(line.strip() for line in soup.get_text("\n").splitlines() if line.strip())
-        else:
-            text = html_to_markdown(html)
+        text = html_to_text(html) if format == "text" else html_to_markdown(html)
     else:
         suffix = {"application/pdf": ".pdf", "application/json": ".json", "text/csv": ".csv"}.get(kind, ".txt")
         text = convert(f"page{suffix}", body)

@@ -141,14 +141,16 @@ class CaseBank:
         by_id = {i: (e, Case.from_record(i, d, m)) for i, d, m, e in
                  zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
         ids = [i for i in case_ids if i in by_id]
+        if not ids:
+            empty = np.zeros((0, self.encoder.dim), np.float32)
+            return [], empty, empty
         tasks = np.asarray([by_id[i][0] for i in ids], dtype=np.float32)
-        plans = self._plan_embeddings([by_id[i][1] for i in ids]) if ids else tasks
-        return ids, tasks, plans
+        return ids, tasks, self._plan_embeddings([by_id[i][1] for i in ids])
 
     def retrieve(self, task: str, k: int) -> list[RetrievedCase]:
         """The k cases whose tasks are most similar to `task`, best first."""
         if k <= 0 or self.count() == 0:
-            return []
+            return []  # an empty bank: not even the query is encoded
         return self.candidates(self.encoder.encode([task])[0], k).cases
 
     def get(self, case_id: str) -> Case | None:

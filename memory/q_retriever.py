@@ -248,7 +248,7 @@ class QRetriever:
             "target": self.target.state_dict() if self.target is not None else None,
             "optimizer": self.optimizer.state_dict(), "updates": self.updates,
             "buffer": {"size": self.buffer.size, "cursor": self.buffer.cursor, "next_width": self.buffer.next_width,
-                       "arrays": {k: v[:self.buffer.size] for k, v in self.buffer.arrays.items()}},
+                       "arrays": {k: torch.from_numpy(v[:self.buffer.size].copy()) for k, v in self.buffer.arrays.items()}},
             "last_episode": list(self.last_episode), "episodes": list(self.episodes), "rng": self.rng.bit_generator.state,
         }
 
@@ -272,7 +272,8 @@ class QRetriever:
     @classmethod
     def load(cls, path: str | Path, encoder: str, device: str = "cpu") -> "QRetriever":
         try:
-            state = torch.load(Path(path), map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint holds tensors and plain data, and loading runs no code.
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise RetrieverError(f"no retriever checkpoint at {path}: train one with `memento retriever train`") from None
         except Exception as exc:
@@ -293,7 +294,7 @@ class QRetriever:
         retriever.updates = state["updates"]
         saved = state["buffer"]
         for key, values in saved["arrays"].items():
-            retriever.buffer.arrays[key][:len(values)] = values
+            retriever.buffer.arrays[key][:len(values)] = values.numpy()
         retriever.buffer.size, retriever.buffer.cursor = saved["size"], saved["cursor"]
         retriever.last_episode = state["last_episode"]
         retriever.episodes = state["episodes"]

@@ -20,6 +20,7 @@ from memento.memory.interchange import CaseFileError, iter_jsonl, parse_original
 from memento.memory.q_retriever import QRetriever
 
 PAIR_KEYS = ("query", "case", "plan", "truth_label")
+_LABELS = {"true": True, "1": True, "positive": True, "false": False, "0": False, "negative": False}
 
 
 @dataclass
@@ -55,7 +56,10 @@ def read_pairs(path: str | Path) -> list[dict]:
         if missing:
             raise CaseFileError(f"{path}, line {number}: missing {', '.join(missing)}; "
                                 f"each line needs {', '.join(PAIR_KEYS)}")
-        rows.append(row)
+        label = _LABELS.get(str(row["truth_label"]).strip().lower())
+        if label is None:
+            raise CaseFileError(f"{path}, line {number}: truth_label {row['truth_label']!r} is not true or false")
+        rows.append({**row, "truth_label": label})
     if not rows:
         raise CaseFileError(f"{path} holds no training pairs")
     return rows
@@ -69,7 +73,7 @@ def featurize(rows: list[dict], encoder: TextEncoder) -> PairFeatures:
     index = {t: i for i, t in enumerate(texts)}
     pick = lambda items: vectors[[index[t] for t in items]]  # noqa: E731
     return PairFeatures([r["query"] for r in rows], pick([r["query"] for r in rows]), pick([r["case"] for r in rows]),
-                        pick(plans), np.asarray([float(bool(r["truth_label"])) for r in rows], np.float32))
+                        pick(plans), np.asarray([float(r["truth_label"]) for r in rows], np.float32))
 
 
 def split_by_query(features: PairFeatures, val_fraction: float, seed: int = 0) -> tuple[PairFeatures, PairFeatures]:

@@ -39,13 +39,13 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     model = make_chat_model(ctx, "executor")
     messages: list[BaseMessage] = [
         SystemMessage(prompts.EXECUTOR_SYSTEM.format(max_tool_calls=ctx.max_tool_calls)),
-        HumanMessage(prompts.EXECUTOR_TASK.format(task=state["task"], files=render_files(state.get("files") or []),
+        HumanMessage(prompts.EXECUTOR_TASK.format(task=state["task"], files=render_files(state.get("run_files") or []),
                                                   earlier=_earlier(state), subtask=subtask)),
     ]
     calls: list[dict[str, Any]] = []
     workspace = run_workspace(ctx, state["case_id"])
     toolbox = TOOLBOXES.acquire(state["case_id"], lambda: Toolbox(
-        ctx.mcp_servers, allowed_paths=[*(state.get("files") or []), str(workspace)], workspace=str(workspace)))
+        ctx.mcp_servers, allowed_paths=[*(state.get("run_files") or []), str(workspace)], workspace=str(workspace)))
     bound = model.bind_tools(toolbox.tools) if toolbox.tools else model
     while True:
         with model_call(ctx, "executor"):

@@ -13,6 +13,7 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.memory.case import SUCCESS_THRESHOLD
 from memento.nodes import prompts
 from memento.nodes.schemas import PlannerDecision
+from memento.nodes.toolbox import TOOLBOXES
 
 
 def render_files(files: list[str]) -> str:
@@ -41,7 +42,7 @@ def render_results(state: State) -> str:
 
 
 def planner_messages(state: State, ctx: Context, instruction: str) -> list[BaseMessage]:
-    parts = [prompts.TASK_SECTION.format(task=state["task"], files=render_files(state.get("files") or []))]
+    parts = [prompts.TASK_SECTION.format(task=state["task"], files=render_files(state.get("run_files") or []))]
     parts += render_cases(state.get("cases_used", []))
     if state.get("results"):
         parts.append(render_results(state))
@@ -90,6 +91,15 @@ def _check(reply: dict[str, Any], ctx: Context) -> tuple[BaseModel | None, str]:
 def _short(error: Exception) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+def planner_step(state: State, ctx: Context, instruction: str, schema: type[BaseModel]) -> dict[str, Any]:
+    """One planner decision as a state update; a planner that stays malformed ends the run."""
+    decision, error = ask_planner(ctx, planner_messages(state, ctx, instruction), schema)
+    if error:
+        TOOLBOXES.release(state.get("case_id"))  # the run ends here: close its tool sessions
+        return {"error": error}
+    return decision_update(state, decision)
 
 
 def decision_update(state: State, decision: BaseModel) -> dict[str, Any]:

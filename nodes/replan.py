@@ -7,11 +7,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
-from memento.graph.state import State, end_of_run
+from memento.graph.state import State
 from memento.nodes import prompts
-from memento.nodes.planner import ask_planner, decision_update, planner_messages
+from memento.nodes.planner import planner_step
 from memento.nodes.schemas import FinalAnswer, PlannerDecision
-from memento.nodes.toolbox import TOOLBOXES
 
 
 def replan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -19,12 +18,6 @@ def replan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     cycle = state.get("cycle", 1)
     if cycle >= ctx.max_cycles:
         # A plan is never returned as the answer: the schema leaves the planner no other choice.
-        instruction, schema = prompts.FINAL_INSTRUCTION.format(max_cycles=ctx.max_cycles), FinalAnswer
-    else:
-        instruction = prompts.REPLAN_INSTRUCTION.format(cycle=cycle, max_cycles=ctx.max_cycles)
-        schema = PlannerDecision
-    decision, error = ask_planner(ctx, planner_messages(state, ctx, instruction), schema)
-    if error:
-        TOOLBOXES.release(state.get("case_id"))
-        return end_of_run({"error": error})
-    return decision_update(state, decision)
+        return planner_step(state, ctx, prompts.FINAL_INSTRUCTION.format(max_cycles=ctx.max_cycles), FinalAnswer)
+    instruction = prompts.REPLAN_INSTRUCTION.format(cycle=cycle, max_cycles=ctx.max_cycles)
+    return planner_step(state, ctx, instruction, PlannerDecision)

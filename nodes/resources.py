@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from memento.graph.context import Context
 from memento.memory.case_bank import CaseBank
 from memento.memory.encoder import TextEncoder
-from memento.memory.q_retriever import QRetriever
+
+if TYPE_CHECKING:
+    from memento.memory.q_retriever import QRetriever
 
 _lock = threading.Lock()
 
@@ -29,13 +32,15 @@ def case_bank_for(ctx: Context) -> CaseBank:
         return _case_bank(ctx.case_bank_location(), ctx.encoder, ctx.encoder_device, ctx.collection)
 
 
-_retrievers: dict[str, QRetriever] = {}
+_retrievers: dict[str, "QRetriever"] = {}
 
 
-def retriever_for(ctx: Context) -> QRetriever:
+def retriever_for(ctx: Context) -> "QRetriever":
     """The Q-retriever at the configured checkpoint: loaded if it exists, else a new network.
 
     One object per checkpoint per process, so every run in the process learns into the same one."""
+    from memento.memory.q_retriever import QRetriever  # torch: only when retrieval needs it
+
     path = ctx.retriever_checkpoint()
     key = str(path.resolve())
     with _lock:

@@ -11,7 +11,7 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
-from memento.graph.state import State, end_of_run
+from memento.graph.state import State
 from memento.memory.case import RetrievedCase
 from memento.nodes.resources import case_bank_for, retriever_for
 
@@ -31,14 +31,15 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     files = [os.path.abspath(os.path.expanduser(p)) for p in state.get("files") or []]
     # Every per-run key is reset here, so a thread reused for a new task starts clean.
     update: dict[str, Any] = {
-        "files": files, "case_id": str(uuid.uuid4()), "cases_used": [], "plan": [], "plans": [],
+        "files": [], "ground_truth": None, "run_files": files, "run_ground_truth": state.get("ground_truth"),
+        "case_id": str(uuid.uuid4()), "cases_used": [], "plan": [], "plans": [],
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
         "reward": None, "score": None, "error": None, "case_written": False,
     }
     if not (state.get("task") or "").strip():
-        return end_of_run({**update, "error": "the input has no task: give {'task': 'what to do'}"})
+        return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
     if problem := unreadable_file(files):
-        return end_of_run({**update, "error": problem})
+        return {**update, "error": problem}
     if ctx.retrieval_mode == "none" or ctx.top_k == 0:
         return update
     cases = select_cases(ctx, state["task"])

@@ -272,23 +272,30 @@ class ToolboxPool:
     def __init__(self, idle_close_s: float = IDLE_CLOSE_S) -> None:
         self.idle_close_s = idle_close_s
         self._boxes: dict[str, Toolbox] = {}
+        self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
 
     def acquire(self, run_id: str, make: Callable[[], Toolbox]) -> Toolbox:
         with self._lock:
-            box = self._boxes.get(run_id)
-        if box is None:
-            box = make().open()
+            opening = self._opening.setdefault(run_id, threading.Lock())
+        with opening:  # one run's toolbox is opened once, even if asked for twice at the same time
             with self._lock:
-                self._boxes[run_id] = box
-                self._start_reaper()
+                box = self._boxes.get(run_id)
+            if box is None:
+                box = make().open()
+                with self._lock:
+                    self._boxes[run_id] = box
+                    if self._reaper is None:
+                        self._reaper = threading.Thread(target=self._reap, name="memento-mcp-reaper", daemon=True)
+                        self._reaper.start()
         box.last_used = time.monotonic()
         return box
 
     def release(self, run_id: str | None) -> None:
         with self._lock:
             box = self._boxes.pop(run_id, None) if run_id else None
+            self._opening.pop(run_id, None)
         if box is not None:
             box.close()
 
@@ -300,16 +307,14 @@ class ToolboxPool:
         for run_id in self.open_runs():
             self.release(run_id)
 
-    def _start_reaper(self) -> None:
-        if self._reaper is None or not self._reaper.is_alive():
-            self._reaper = threading.Thread(target=self._reap, name="memento-mcp-reaper", daemon=True)
-            self._reaper.start()
-
     def _reap(self) -> None:
-        while self.open_runs():
+        while True:
             time.sleep(min(30.0, self.idle_close_s / 2))
             now = time.monotonic()
             with self._lock:
+                if not self._boxes:
+                    self._reaper = None  # decided under the lock, so `acquire` starts a new one
+                    return
                 idle = [run for run, box in self._boxes.items() if now - box.last_used > self.idle_close_s]
             for run_id in idle:
                 self.release(run_id)

@@ -10,7 +10,7 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
-from memento.graph.state import State, end_of_run
+from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
 from memento.memory.case import Case
 from memento.memory.case_bank import CaseBank
@@ -48,15 +48,15 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = context_of(runtime)
     TOOLBOXES.release(state.get("case_id"))  # the run's tools are done: close its MCP sessions
     if state.get("case_written"):
-        return end_of_run({})
+        return {}
     answer = state.get("final_answer") or ""
-    truth = state.get("ground_truth")
+    truth = state.get("run_ground_truth")
     score = score_answer(answer, truth, ctx.f1_threshold) if truth else judge(ctx, state["task"], answer)
     update: dict[str, Any] = {"reward": score.reward, "case_written": True, "score": {
         "reward": score.reward, "exact_match": score.exact_match, "f1": score.f1,
         "scored_by": score.scored_by, "reason": score.reason}}
     if not ctx.write_cases:
-        return end_of_run({**update, "case_id": None})
+        return {**update, "case_id": None}
     plans = state.get("plans") or [[]]
     case = Case(id=state["case_id"], task=state["task"], plan=plans[-1], result_summary=summarise_results(state),
                 final_answer=answer, reward=score.reward, scored_by=score.scored_by,
@@ -71,7 +71,7 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         learned = learn_from_run(ctx, bank, case, state.get("cases_used", []))
         if learned:
             emit({"event": "retriever_update", **learned})
-    return end_of_run(update)
+    return update
 
 
 def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -83,3 +83,17 @@ def test_thread_reused_for_a_new_task_starts_clean(graph, ctx, numbers_file):
     out = run(graph, ctx, "What is 1 + 1?")
     assert out["plans"] == [["Evaluate 1 + 1 with the calculator."]]
     assert len(out["results"]) == 1
+
+
+def test_a_run_that_died_does_not_leak_its_inputs_into_the_next(graph, ctx, numbers_file):
+    import pytest
+
+    from memento.llm.factory import ModelError
+
+    broken = ctx.replace(planner_model="openai-compatible:m", planner_base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ModelError, match="planner_base_url"):
+        run(graph, broken, "Sum the file", files=[numbers_file], ground_truth="49")
+    out = run(graph, ctx, "Who wrote the play Hamlet?")
+    state = graph.get_state({"configurable": {"thread_id": "t1"}}).values
+    assert state["run_files"] == [] and state["run_ground_truth"] is None
+    assert out["score"]["scored_by"] == "judge:simulated"  # not scored against the dead run's "49"

@@ -8,7 +8,7 @@ from memento.mcp_servers.math import MathError, calculate, evaluate, format_numb
     ("0.1 + 0.2", "0.3 (exactly 3/10)"), ("-(3 - 5) ** 3", "8"), ("7 // 2 + 7 % 2", "4"),
     ("sqrt(2)", "1.4142135623731"), ("2 ** 0.5", "1.4142135623731"), ("factorial(20)", "2432902008176640000"),
     ("gcd(84, 36) + lcm(4, 6)", "24"), ("round(pi * 100) / 100", "3.14 (exactly 157/50)"),
-    ("abs(-7/2)", "3.5 (exactly 7/2)"),
+    ("abs(-7/2)", "3.5 (exactly 7/2)"), ("round(2/3, 2)", "0.67 (exactly 67/100)"),
 ])
 def test_exact_arithmetic(expression, expected):
     assert format_number(evaluate(expression)) == expected
@@ -20,7 +20,7 @@ def test_exact_arithmetic(expression, expected):
     ("9 ** 99999", "exponent"), ("1 +", "not an arithmetic expression"), ("(10 ** 900) ** 9", "digits"),
     ("open('x')", "unknown function 'open'"), ("sqrt(-1)", "math domain"), ("factorial(2.5)", "whole numbers"),
     ("factorial(100000)", "above 5000"), ("(-8) ** 0.5", "not a real number"), ("exp(1000)", "range"),
-    ("2.0 ** 5000.5", "too large"),
+    ("2.0 ** 5000.5", "too large"), ("factorial(4000) * factorial(4000)", "digits"), ("round(1.5, 0.5)", "whole number"),
 ])
 def test_refuses_what_is_not_safe_arithmetic(expression, problem):
     with pytest.raises(MathError, match=problem):
