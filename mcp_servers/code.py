@@ -132,7 +132,10 @@ def main() -> None:
                     output_bytes=args.max_output, file_mb=args.file_mb)
     _sandbox = Sandbox(workspace, limits, user=args.sandbox_user or None, python=args.python)
     become_subreaper()
-    run_server(server, args)
+    try:
+        run_server(server, args)
+    finally:
+        _sandbox.remove_if_empty(workspace)
 
 
 if __name__ == "__main__":

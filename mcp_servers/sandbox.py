@@ -121,6 +121,15 @@ class Sandbox:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.own(self.workspace)
 
+    def remove_if_empty(self, link: Path) -> None:
+        """At exit: drop a workspace the run left empty (and the link to it, if it was moved)."""
+        try:
+            self.workspace.rmdir()  # fails, and keeps everything, unless the folder is empty
+        except OSError:
+            return
+        if link.is_symlink():
+            link.unlink()
+
     def _default_python(self) -> str:
         if self.uid is None or _executable_by_others(sys.executable):
             return sys.executable

@@ -1,6 +1,7 @@
 """The code server over stdio: limits, abuses, scrubbed environment, confined paths."""
 
 import os
+import shutil
 
 import psutil
 import pytest
@@ -17,7 +18,10 @@ def code(toolbox_for, tmp_path, monkeypatch):
                              "--cpu", "3", "--memory-mb", "256", "--processes", "16", "--max-output", "10000")}
     box = toolbox_for(servers, workspace=str(tmp_path / "ws"))
     box.workspace = tmp_path / "ws"
-    return box
+    yield box
+    box.close()
+    if box.workspace.is_symlink():  # moved to the system temp dir for the sandbox user: clean it
+        shutil.rmtree(box.workspace.resolve(), ignore_errors=True)
 
 
 def alive(box):
