@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         thread = getattr(args, "thread_id", None) or "THREAD_ID"
         print(f"memento: interrupted; continue with `memento resume {thread}`", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # anything unforeseen: one line, the traceback only on request
         if os.environ.get("MEMENTO_DEBUG"):
             raise
