@@ -16,7 +16,7 @@ import time
 
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
-from memento.nodes.toolbox import Toolbox, connections
+from memento.mcp_servers.client import Toolbox, connections
 
 SERVERS = {"math": {"transport": "stdio", "command": "{python}", "args": ["-m", "memento.mcp_servers.math"]}}
 
@@ -33,7 +33,7 @@ def held(calls: int) -> list[float]:
 
 
 async def fresh(calls: int) -> list[float]:
-    client = MultiServerMCPClient(connections(SERVERS, []))
+    client = MultiServerMCPClient(connections(SERVERS))
     samples = []
     for i in range(calls):
         t0 = time.perf_counter()

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              description="Print ROC-AUC, accuracy and F1 of the trained retriever.")
     evaluate.add_argument("--data", required=True, metavar="FILE.jsonl", help="evaluation pairs")
     evaluate.add_argument("--json", action="store_true", help="one JSON object: roc_auc, accuracy, f1, n")
+
+    from memento.cli.bench import add_parsers
+
+    add_parsers(commands, common)
     return parser
 
 
@@ -231,6 +235,12 @@ def _export_cases(bank: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from memento.cli.bench import cmd_bench as run_bench
+
+    return run_bench(args)
+
+
 def cmd_retriever(args: argparse.Namespace) -> int:
     from memento.memory.q_retriever import QRetriever
     from memento.memory.training import evaluate, featurize, read_pairs, train_offline
@@ -263,7 +273,14 @@ def cmd_retriever(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "resume": cmd_resume, "demo": cmd_demo, "cases": cmd_cases,
-            "retriever": cmd_retriever}
+            "retriever": cmd_retriever, "bench": cmd_bench}
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    """One line on stderr; with --json also one JSON object on stdout, so scripts see every outcome."""
+    print(f"memento: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"status": "error", "error": message}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,21 +292,27 @@ def main(argv: list[str] | None = None) -> int:
     from memento.memory.device import DeviceError
     from memento.memory.encoder import EncoderError
     from memento.memory.interchange import CaseFileError
+    from memento.bench.tasks import TaskFileError
+    from memento.mcp_servers.client import ToolServerError
     from memento.memory.q_retriever import RetrieverError
-    from memento.nodes.toolbox import ToolServerError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, CaseFileError, RetrieverError) as exc:
-        print(f"memento: error: {exc}", file=sys.stderr)
+    except (ConfigError, CaseFileError, RetrieverError, TaskFileError) as exc:
+        _fail(args, str(exc))
         return EXIT_CONFIG
     except (ModelError, CaseBankError, DeviceError, EncoderError, ToolServerError) as exc:
-        print(f"memento: error: {exc}", file=sys.stderr)
+        _fail(args, str(exc))
+        if args.command == "bench" and getattr(args, "out", None):
+            print("memento: what ran is recorded; fix the cause, then run the same command to continue", file=sys.stderr)
         if getattr(args, "thread_id", None):
             print(f"memento: the run is checkpointed; fix the cause, then `memento resume {args.thread_id}`",
                   file=sys.stderr)
         return EXIT_RUN_ERROR
     except KeyboardInterrupt:
+        if args.command == "bench":
+            print("memento: interrupted; run the same command to continue", file=sys.stderr)
+            return 130
         thread = getattr(args, "thread_id", None) or "THREAD_ID"
         print(f"memento: interrupted; continue with `memento resume {thread}`", file=sys.stderr)
         return 130
@@ -300,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MEMENTO_DEBUG"):
             raise
         reason = " ".join(str(exc).split())[:300]
-        print(f"memento: error: unexpected {type(exc).__name__}: {reason} (set MEMENTO_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        _fail(args, f"unexpected {type(exc).__name__}: {reason} (set MEMENTO_DEBUG=1 for the traceback)")
         if getattr(args, "thread_id", None):
             print(f"memento: the run is checkpointed; `memento resume {args.thread_id}` continues it",
                   file=sys.stderr)

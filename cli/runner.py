@@ -12,7 +12,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from memento.cli.render import Progress
 from memento.graph.builder import build_graph
 from memento.graph.context import ConfigError, Context, context_from_dict, read_config_file
-from memento.nodes.toolbox import redact_secrets
+from memento.mcp_servers.client import redact_secrets
 
 SETTINGS_KEY = "memento_settings"
 

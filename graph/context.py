@@ -22,8 +22,9 @@ class ConfigError(ValueError):
 
 
 def default_mcp_servers() -> dict[str, dict[str, Any]]:
-    """The built-in tool servers, spawned over stdio with this interpreter (`{python}`); the code
-    server works in the run's own folder (`{workspace}`). Media needs endpoints, so it is off."""
+    """The built-in tool servers, spawned over stdio with this interpreter (`{python}`) and shared by
+    every run in the process; each call carries its run's files and workspace. Media needs
+    endpoints, so it is off."""
     def server(name: str, *args: str, enabled: bool = True) -> dict[str, Any]:
         entry: dict[str, Any] = {"transport": "stdio", "command": "{python}",
                                  "args": ["-m", f"memento.mcp_servers.{name}", *args]}
@@ -32,7 +33,7 @@ def default_mcp_servers() -> dict[str, dict[str, Any]]:
     return {
         "math": server("math"),
         "documents": server("documents"),
-        "code": server("code", "--workspace", "{workspace}", "--timeout", "30", "--cpu", "20", "--memory-mb", "1024",
+        "code": server("code", "--timeout", "30", "--cpu", "20", "--memory-mb", "1024",
                        "--processes", "32", "--max-output", "64000"),
         "web": server("web", "--max-bytes", "2000000", "--timeout", "20"),
         "media": server("media", "--vision-model", "", "--audio-model", "", enabled=False),
@@ -86,6 +87,9 @@ class Context:
         "description": "How many past cases the planner sees (4 is the paper's best)."})
     candidates: int = field(default=64, metadata={
         "description": "Nearest-neighbour candidates the Q-retriever re-ranks in parametric mode."})
+    torch_threads: int = field(default=1, metadata={
+        "description": "Threads torch may use for a run's work (one query encoding, a small Q update): more "
+                       "only fight other processes on a busy machine. 0 leaves torch's default (every core)."})
     retriever_device: str = field(default="auto", metadata={
         "description": "Device for the Q-retriever: cpu, cuda, cuda:N, mps or auto (a GPU when there is one)."})
     retriever_path: str = field(default="", metadata={
@@ -116,7 +120,7 @@ class Context:
     def __post_init__(self) -> None:
         for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1), ("top_k", 0),
                           ("candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
-                          ("max_result_chars", 200)):
+                          ("max_result_chars", 200), ("torch_threads", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")

@@ -56,6 +56,9 @@ class State(InputState, OutputState):
     planner_notes: list[str]
     """The planner's short reasoning per decision, for the trace."""
     case_written: bool
+    cited_cases: list[str]
+    """Ids of the shown cases the planner said its decisions relied on (followed or avoided):
+    the online Q update credits the run's reward to them."""
     run_files: list[str]
     """This run's attached files (absolute). `retrieve_cases` moves the inputs `files` and
     `ground_truth` here and clears them: LangGraph keeps any key a new input leaves out, and a

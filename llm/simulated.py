@@ -7,6 +7,15 @@ numbers it has read, and, having seen a successful past case that did so, plans 
 step up front, so the benefit of case memory shows in fewer planning cycles. Everything it
 writes in free text starts with `[simulated]`.
 
+Table questions (an aggregate of a quantity in one attached CSV, TSV, JSON, JSONL or XLSX file;
+see `table_skills`) leave open which column holds the quantity. The planner weighs the past
+cases in its prompt by a rank-weighted vote: each case whose plan takes a column and computes an
+aggregate gives that column +1/n if it is the n-th successful case shown, -1/n if it is the n-th
+failed one. With a column voted for, it adapts that case's plan to the attached file; otherwise
+it reads the file first, then picks among the numeric columns it has not tried, leaving out
+those the failed cases voted against, by a fixed pseudo-random choice seeded by the task text
+(a temperature-0 model's idiosyncratic preference). It never sees which choice is right.
+
 Personas (the part after `simulated:`) inject faults for testing a deployment:
 `malformed-once` (the planner's first reply to each request is invalid), `malformed-always`,
 `indecisive` (the planner never finishes until it is made to) and `tool-loop` (the executor
@@ -15,6 +24,7 @@ never stops calling tools).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -22,6 +32,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from memento.llm import table_skills as tables
 
 LABEL = "[simulated]"
 PERSONAS = {"default", "malformed-once", "malformed-always", "indecisive", "tool-loop"}
@@ -38,12 +50,19 @@ _WANTS_TOTAL = re.compile(r"\b(total|sum|add up|altogether|combined)\b", re.IGNO
 _DONT_KNOW = re.compile(r"^\s*(i don't know|unknown|error)", re.IGNORECASE)
 
 
+# The section titles the prompts use (`nodes/prompts.py`): a `# ` line inside a tool result or
+# a document is content, not a section.
+_TITLES = ("Task", "Attached files", "Successful past cases", "Failed past cases", "Results so far", "Instruction",
+           "Overall task", "Earlier results", "Subtask", "Answer")
+_BLOCK = re.compile(r"^## (?=Cycle \d+, subtask \d+: |Subtask \d+: |Case \d+ \()", re.MULTILINE)
+
+
 def sections(text: str) -> dict[str, str]:
     """Split a prompt into its `# Title` sections."""
     found: dict[str, str] = {}
     title, body = None, []
     for line in text.splitlines():
-        if line.startswith("# "):
+        if line.startswith("# ") and line[2:].strip().startswith(_TITLES):
             if title is not None:
                 found[title] = "\n".join(body).strip()
             title, body = line[2:].strip(), []
@@ -61,7 +80,7 @@ def _section(found: dict[str, str], prefix: str) -> str:
 def _blocks(body: str) -> list[tuple[str, str]]:
     """`## Header` blocks of a section as (header, text)."""
     blocks = []
-    for chunk in re.split(r"^## ", body, flags=re.MULTILINE)[1:]:
+    for chunk in _BLOCK.split(body)[1:]:
         header, _, text = chunk.partition("\n")
         blocks.append((header.strip(), text))
     return blocks
@@ -84,6 +103,20 @@ def _results(body: str) -> list[tuple[int, str, str]]:
 
 def _files(body: str) -> list[str]:
     return [line[2:].strip() for line in body.splitlines() if line.startswith("- ")]
+
+
+def _case_plans(body: str) -> list[tuple[int, list[str]]]:
+    """(number shown, plan) of the `## Case n` blocks of a past-cases section, in the order shown."""
+    plans = []
+    for header, text in _blocks(body):
+        number = int(re.match(r"Case (\d+)", header).group(1))
+        lines = text.partition("Plan:")[2].partition("\nAnswer:")[0].splitlines()
+        plans.append((number, [re.sub(r"^\d+\.\s*", "", line).strip() for line in lines if line.strip()]))
+    return plans
+
+
+def _is_error(result: str) -> bool:
+    return result.startswith("error") or bool(_DONT_KNOW.match(result))
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -143,13 +176,18 @@ class SimulatedChatModel(BaseChatModel):
         task = _section(found, "Task")
         files = _files(_section(found, "Attached files"))
         results = _results(_section(found, "Results so far"))
+        operation = tables.asked_operation(task)
+        if len(files) == 1 and tables.is_table_file(files[0]) and operation:
+            return self._table_decision(schema, task, files[0], operation, found, results, forced_final, messages)
         if forced_final:
             return self._call(schema, {"reasoning": f"{LABEL} cycles used up; answering from the results",
                                        "final_answer": self._answer(results)}, messages)
         if not results:
-            steps = self._first_plan(task, files, _section(found, "Successful past cases"))
+            successes = _section(found, "Successful past cases")
+            steps = self._first_plan(task, files, successes)
+            cited = [n for n, plan in _case_plans(successes) if SUM_STEP in plan] if SUM_STEP in steps else []
             return self._call(schema, {"reasoning": f"{LABEL} plan of {len(steps)} subtask(s)",
-                                       "subtasks": steps}, messages)
+                                       "subtasks": steps, "cases_used": cited}, messages)
         if self.persona == "indecisive":
             return self._call(schema, {"reasoning": f"{LABEL} not yet sure",
                                        "subtasks": [CHECK_STEP.format(value=self._answer(results))]}, messages)
@@ -159,6 +197,55 @@ class SimulatedChatModel(BaseChatModel):
                                        "subtasks": [SUM_STEP]}, messages)
         return self._call(schema, {"reasoning": f"{LABEL} the results answer the task",
                                    "final_answer": self._answer(results)}, messages)
+
+    def _table_decision(self, schema: str, task: str, path: str, operation: str, found: dict[str, str],
+                        results: list[tuple[int, str, str]], forced_final: bool, messages: list[BaseMessage]) -> AIMessage:
+        """Plan, replan or answer a table question (the rules are in the module docstring)."""
+        def answer(text: str, why: str) -> AIMessage:
+            return self._call(schema, {"reasoning": f"{LABEL} {why}", "final_answer": text}, messages)
+
+        def plan(steps: list[str], why: str, cited: list[int] | None = None) -> AIMessage:
+            return self._call(schema, {"reasoning": f"{LABEL} {why}", "subtasks": steps,
+                                       "cases_used": sorted(cited or [])}, messages)
+
+        computed = [result for _, subtask, result in results
+                    if tables.step_operation(subtask) and not _is_error(result)]
+        if computed:
+            return answer(computed[-1], "the aggregate is computed")
+        if forced_final:
+            return answer("I don't know.", "cycles used up without a computed aggregate")
+        votes: dict[str, float] = {}
+        voters: dict[str, list[int]] = {}  # column -> the shown numbers of the cases that voted on it
+        for sign, title in ((1.0, "Successful past cases"), (-1.0, "Failed past cases")):
+            for rank, (number, steps) in enumerate(_case_plans(_section(found, title)), 1):
+                if column := tables.plan_column(steps):
+                    votes[column] = votes.get(column, 0.0) + sign / rank
+                    voters.setdefault(column, []).append(number)
+        table = next((t for t in (tables.parse_table(r) for _, _, r in reversed(results)) if t), None)
+        columns = tables.numeric_columns(table) if table else None
+        tried = {c for c in (tables.step_column(subtask) for _, subtask, _ in results) if c}
+        backed = [c for c in votes if votes[c] > 0 and c not in tried and (columns is None or c in columns)]
+        backed.sort(key=lambda c: -votes[c])  # stable: ties keep the order the cases were shown in
+        if not results:
+            if backed:
+                return plan(tables.procedure(path, backed[0], operation), f"adapting a past case that used '{backed[0]}'",
+                            voters[backed[0]])
+            return plan([tables.READ_STEP.format(path=path)], "reading the table before choosing a column")
+        if columns is None:
+            return answer("I don't know.", "no table could be read")
+        if backed:
+            chosen, why, cited = backed[0], f"a past case used '{backed[0]}'", voters[backed[0]]
+        else:
+            untried = [c for c in columns if c not in tried]
+            if not untried:
+                return answer("I don't know.", "every numeric column was tried")
+            pool = [c for c in untried if votes.get(c, 0.0) >= 0] or untried
+            seed = hashlib.sha256("\n".join([task, *pool]).encode("utf-8")).digest()
+            chosen, why = pool[int.from_bytes(seed[:8], "big") % len(pool)], f"guessing among {len(pool)} columns"
+            # The failed cases that ruled columns out shaped the guess.
+            cited = [n for c in untried if c not in pool for n in voters.get(c, [])]
+        return plan([tables.COLUMN_STEP.format(column=chosen), tables.AGGREGATE_STEP.format(operation=operation)], why,
+                    cited)
 
     @staticmethod
     def _first_plan(task: str, files: list[str], successes: str) -> list[str]:
@@ -195,9 +282,20 @@ class SimulatedChatModel(BaseChatModel):
             return self._call("calculate", {"expression": m.group(1)}, messages)
         if (m := re.match(r"Read the attached file (.+) and report", subtask)) and "read_document" in self.tool_names:
             return self._call("read_document", {"path": m.group(1)}, messages)
+        earlier = [_strip_label(text.partition("Result:")[2].strip()) for _, text in _blocks(_section(found, "Earlier results"))]
+        if column := tables.step_column(subtask):
+            table_text = next((text for text in reversed(earlier) if tables.parse_table(text)), "")
+            try:
+                return AIMessage(content=f"{LABEL} " + tables.values_text(column, tables.column_values(table_text, column)))
+            except ValueError as exc:
+                return AIMessage(content=f"{LABEL} error: {exc}")
+        if (operation := tables.step_operation(subtask)) and "calculate" in self.tool_names:
+            values = next((v for v in map(tables.values_from_text, reversed(earlier)) if v), None)
+            if values is None:
+                return AIMessage(content=f"{LABEL} error: no values to compute with in the earlier results")
+            return self._call("calculate", {"expression": tables.aggregate_expression(operation, values)}, messages)
         if subtask == SUM_STEP and "calculate" in self.tool_names:
-            earlier = " ".join(text.partition("Result:")[2] for _, text in _blocks(_section(found, "Earlier results")))
-            numbers = _NUMBER.findall(earlier)
+            numbers = _NUMBER.findall(" ".join(earlier))
             if not numbers:
                 return AIMessage(content=f"{LABEL} error: no numbers in the earlier results")
             return self._call("calculate", {"expression": " + ".join(numbers)}, messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from mcp.server.fastmcp import FastMCP
 
@@ -25,3 +26,19 @@ def serve(server: FastMCP, description: str) -> None:
     parser = argparse.ArgumentParser(description=description)
     add_transport_options(parser)
     run_server(server, parser.parse_args())
+
+
+# What belongs to one run travels with each tool call in the request's `_meta`, under this key:
+# {"allowed_paths": [...], "workspace": "..."}. The client (memento's toolbox) sets it; a model
+# only writes tool arguments, so it cannot widen its own scope.
+RUN_SCOPE_KEY = "memento/run"
+
+
+def run_scope(ctx: Any) -> dict[str, Any]:
+    """The calling run's scope from a FastMCP request context; empty outside one."""
+    try:
+        meta = ctx.request_context.meta
+    except (AttributeError, LookupError, ValueError):
+        return {}
+    scope = (getattr(meta, "model_extra", None) or {}).get(RUN_SCOPE_KEY) if meta is not None else None
+    return scope if isinstance(scope, dict) else {}

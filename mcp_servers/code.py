@@ -1,5 +1,10 @@
 """Run Python and shell commands in a per-run workspace, and manage its files, over MCP.
 
+The workspace is the calling run's, sent by memento's client with each call (`memento/run` in the
+request's `_meta`), so one server serves every run in a process and each run works in its own
+folder; without it (a standalone server), `--workspace` or a new temporary folder. Runs are
+serialised: the end-of-run sweep kills every process the server started.
+
 Limits (wall-clock, CPU time, memory, processes, output size, file size) apply to every run;
 the environment is scrubbed of secrets; file paths are confined to the workspace. A run that
 hits a limit ends with a tool error saying which, and the server keeps answering.
@@ -8,14 +13,16 @@ hits a limit ends with a tool error saying which, and the server keeps answering
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import anyio
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 
-from memento.mcp_servers._run import add_transport_options, run_server
+from memento.mcp_servers._run import add_transport_options, run_scope, run_server
 from memento.mcp_servers.sandbox import Limits, RunResult, Sandbox, become_subreaper
 from memento.mcp_servers.workspace import confine
 
@@ -25,14 +32,45 @@ MAX_LISTED = 500
 
 server = FastMCP("memento-code", log_level="WARNING",
                  instructions="Run Python or shell commands in a workspace folder, and read or write its files.")
-_sandbox: Sandbox | None = None
 
 
-def sandbox() -> Sandbox:
-    global _sandbox
-    if _sandbox is None:  # used as a library or under a bare `mcp` runner: defaults
-        _sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="memento-workspace-")), Limits())
-    return _sandbox
+class Settings:
+    """The server's sandbox settings, and one sandbox per workspace it has been asked to use."""
+
+    limits = Limits()
+    user: str | None = "nobody"
+    python: str | None = None
+    default_workspace: Path | None = None
+    sandboxes: dict[str, Sandbox] = {}
+    lock = threading.Lock()
+
+
+def sandbox(ctx: Context | None = None) -> Sandbox:
+    """The calling run's sandbox (its workspace from the request), else the server's default."""
+    requested = run_scope(ctx).get("workspace") if ctx is not None else None
+    with Settings.lock:
+        if isinstance(requested, str) and requested:
+            workspace = Path(requested)
+        else:
+            if Settings.default_workspace is None:  # used as a library or under a bare `mcp` runner
+                Settings.default_workspace = Path(tempfile.mkdtemp(prefix="memento-workspace-"))
+            workspace = Settings.default_workspace
+        key = str(workspace)
+        if key not in Settings.sandboxes:
+            Settings.sandboxes[key] = Sandbox(workspace, Settings.limits, user=Settings.user, python=Settings.python,
+                                              run_lock=_RUN_LOCK)
+        return Settings.sandboxes[key]
+
+
+# One run at a time across all workspaces: a run's end sweeps every descendant of the server.
+_RUN_LOCK = threading.Lock()
+
+
+def remove_empty_workspaces() -> None:
+    """At exit: drop the workspaces that runs left empty (and the links to them, if moved)."""
+    with Settings.lock:
+        for requested, box in Settings.sandboxes.items():
+            box.remove_if_empty(Path(requested))
 
 
 def _report(result: RunResult) -> str:
@@ -47,24 +85,24 @@ def _report(result: RunResult) -> str:
 
 
 @server.tool()
-async def run_python(code: str, timeout_s: float | None = None) -> str:
+async def run_python(code: str, timeout_s: float | None = None, ctx: Context | None = None) -> str:
     """Run Python code in the workspace (the working directory). Returns exit code, stdout and stderr."""
-    box = sandbox()
+    box = sandbox(ctx)
     # The code goes in on standard input, never through a file the sandboxed code could swap.
     return _report(await anyio.to_thread.run_sync(box.run, [box.python, "-I", "-"], timeout_s, code.encode("utf-8")))
 
 
 @server.tool()
-async def run_shell(command: str, timeout_s: float | None = None) -> str:
+async def run_shell(command: str, timeout_s: float | None = None, ctx: Context | None = None) -> str:
     """Run a shell command (/bin/sh -c) in the workspace. Returns exit code, stdout and stderr."""
-    box = sandbox()
+    box = sandbox(ctx)
     return _report(await anyio.to_thread.run_sync(box.run, ["/bin/sh", "-c", command], timeout_s))
 
 
 @server.tool()
-def list_files(path: str = ".") -> str:
+def list_files(path: str = ".", ctx: Context | None = None) -> str:
     """List the files and folders under a workspace folder (folders end with /)."""
-    root = sandbox().workspace
+    root = sandbox(ctx).workspace
     folder = confine(root, path)
     if not folder.is_dir():
         raise NotADirectoryError(f"{path} is not a folder in the workspace")
@@ -78,9 +116,9 @@ def list_files(path: str = ".") -> str:
 
 
 @server.tool()
-def read_file(path: str, max_chars: int = MAX_READ_CHARS) -> str:
+def read_file(path: str, max_chars: int = MAX_READ_CHARS, ctx: Context | None = None) -> str:
     """Read a text file from the workspace; output is capped at max_chars and truncation is stated."""
-    target = confine(sandbox().workspace, path)
+    target = confine(sandbox(ctx).workspace, path)
     if not target.is_file():
         raise FileNotFoundError(f"{path} is not a file in the workspace")
     limit = max(1, min(max_chars, MAX_READ_CHARS))
@@ -90,9 +128,9 @@ def read_file(path: str, max_chars: int = MAX_READ_CHARS) -> str:
 
 
 @server.tool()
-def write_file(path: str, content: str) -> str:
+def write_file(path: str, content: str, ctx: Context | None = None) -> str:
     """Write a text file in the workspace, creating folders as needed."""
-    box = sandbox()
+    box = sandbox(ctx)
     target = confine(box.workspace, path)
     data = content.encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
@@ -112,9 +150,8 @@ def write_file(path: str, content: str) -> str:
 
 
 def main() -> None:
-    global _sandbox
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workspace", help="the workspace folder (default: a new temporary folder)")
+    parser.add_argument("--workspace", help="the workspace for calls that name none (default: a new temporary folder)")
     defaults = Limits()
     parser.add_argument("--timeout", type=float, default=defaults.wall_s, help="wall-clock seconds per run")
     parser.add_argument("--cpu", type=int, default=defaults.cpu_s, help="CPU seconds per run")
@@ -127,15 +164,18 @@ def main() -> None:
     parser.add_argument("--python", help="interpreter for run_python (default: one the sandbox user may run)")
     add_transport_options(parser)
     args = parser.parse_args()
-    workspace = Path(args.workspace) if args.workspace else Path(tempfile.mkdtemp(prefix="memento-workspace-"))
-    limits = Limits(wall_s=args.timeout, cpu_s=args.cpu, memory_mb=args.memory_mb, processes=args.processes,
-                    output_bytes=args.max_output, file_mb=args.file_mb)
-    _sandbox = Sandbox(workspace, limits, user=args.sandbox_user or None, python=args.python)
+    Settings.limits = Limits(wall_s=args.timeout, cpu_s=args.cpu, memory_mb=args.memory_mb, processes=args.processes,
+                             output_bytes=args.max_output, file_mb=args.file_mb)
+    Settings.user, Settings.python = args.sandbox_user or None, args.python
+    Settings.default_workspace = Path(args.workspace) if args.workspace else None
+    if Settings.default_workspace is not None:
+        sandbox()  # checks the settings (user, interpreter) before the first call
     become_subreaper()
+    atexit.register(remove_empty_workspaces)
     try:
         run_server(server, args)
     finally:
-        _sandbox.remove_if_empty(workspace)
+        remove_empty_workspaces()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Read documents as text or markdown over MCP: PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML,
 HTML, plain text, and ZIP archives (list the members, read one).
 
-Paths are confined to allowed roots: the run's attached files and its workspace, given as
-`--allow PATH` (repeatable) and as a JSON list in `MEMENTO_ALLOWED_PATHS`. A root may be a file
-(only it may be read) or a folder (anything inside). Output is capped, and a cut says so.
+Paths are confined to allowed roots: the calling run's attached files and workspace, which
+memento's client sends with each call (`memento/run` in the request's `_meta`), plus any given
+as `--allow PATH` (repeatable) or as a JSON list in `MEMENTO_ALLOWED_PATHS`. One server process
+serves many runs; each call sees only its own run's roots. A root may be a file (only it may be
+read) or a folder (anything inside). Output is capped, and a cut says so.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 
-from memento.mcp_servers._run import add_transport_options, run_server
+from memento.mcp_servers._run import add_transport_options, run_scope, run_server
 from memento.mcp_servers.workspace import under_any
 
 MAX_CHARS = 20_000
@@ -35,9 +37,12 @@ server = FastMCP("memento-documents", log_level="WARNING",
 extra_roots: list[str] = []
 
 
-def allowed_roots() -> list[Path]:
+def allowed_roots(ctx: Context | None = None) -> list[Path]:
+    """The roots this call may read: the calling run's, then the server's own."""
+    scoped = run_scope(ctx).get("allowed_paths") if ctx is not None else None
+    scoped = [p for p in scoped if isinstance(p, str) and p] if isinstance(scoped, list) else []
     raw = json.loads(os.environ.get("MEMENTO_ALLOWED_PATHS") or "[]")
-    return [Path(p).expanduser() for p in [*raw, *extra_roots]]
+    return [Path(p).expanduser() for p in [*scoped, *raw, *extra_roots]]
 
 
 def cap(text: str, max_chars: int) -> str:
@@ -195,8 +200,8 @@ def convert(name: str, data: bytes) -> str:
                          f"{type(exc).__name__}: {exc}") from None
 
 
-def open_allowed(path: str) -> Path:
-    target = under_any(allowed_roots(), path)
+def open_allowed(path: str, ctx: Context | None = None) -> Path:
+    target = under_any(allowed_roots(ctx), path)
     if not target.is_file():
         raise FileNotFoundError(f"{path} is not a readable file")
     size = target.stat().st_size
@@ -218,10 +223,10 @@ def check_archive(archive: zipfile.ZipFile, name: str) -> None:
 
 
 @server.tool()
-def list_documents() -> str:
+def list_documents(ctx: Context) -> str:
     """List the files this run may read."""
     out = []
-    for root in allowed_roots():
+    for root in allowed_roots(ctx):
         if root.is_dir():
             out += [str(p) for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".memento")]
         elif root.is_file():
@@ -230,10 +235,10 @@ def list_documents() -> str:
 
 
 @server.tool()
-def read_document(path: str, max_chars: int = MAX_CHARS) -> str:
+def read_document(path: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
     """Read a document as text or markdown (PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML, HTML,
     text). For a ZIP archive this lists its members; read one with read_zip_member."""
-    target = open_allowed(path)
+    target = open_allowed(path, ctx)
     if zipfile.is_zipfile(target) and target.suffix.lower() not in ZIP_FORMATS:
         return cap(_zip_listing(target), max_chars)
     return cap(convert(target.name, target.read_bytes()), max_chars)
@@ -246,9 +251,9 @@ def _zip_listing(target: Path) -> str:
 
 
 @server.tool()
-def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS) -> str:
+def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
     """Read one member of a ZIP archive as text or markdown, by its name in the listing."""
-    target = open_allowed(path)
+    target = open_allowed(path, ctx)
     with zipfile.ZipFile(target) as archive:
         try:
             info = archive.getinfo(member)

@@ -3,7 +3,7 @@ OpenAI-compatible multimodal endpoints (OpenAI, vLLM, Ollama, llama.cpp server, 
 
 Endpoints are set by options (or the matching MEMENTO_* environment variables); with none set,
 the tools answer with a clear error. Files are confined like the documents server's: the run's
-attached files and workspace (`MEMENTO_ALLOWED_PATHS`, `--allow`).
+attached files and workspace (sent with each call), `MEMENTO_ALLOWED_PATHS` and `--allow`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import mimetypes
 import os
 from dataclasses import dataclass
 
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_server
 from memento.mcp_servers.documents import extra_roots, open_allowed
@@ -46,8 +46,8 @@ server = FastMCP("memento-media", log_level="WARNING",
                  instructions="Describe images, answer questions about them, and transcribe audio.")
 
 
-def _read_media(path: str) -> tuple[bytes, str]:
-    target = open_allowed(path)
+def _read_media(path: str, ctx: Context | None) -> tuple[bytes, str]:
+    target = open_allowed(path, ctx)
     size = target.stat().st_size
     if size > MAX_MEDIA_BYTES:
         raise ValueError(f"{path} is {size} bytes; at most {MAX_MEDIA_BYTES} are sent")
@@ -55,10 +55,10 @@ def _read_media(path: str) -> tuple[bytes, str]:
 
 
 @server.tool()
-def describe_image(path: str, question: str = "Describe this image in detail.") -> str:
+def describe_image(path: str, question: str = "Describe this image in detail.", ctx: Context | None = None) -> str:
     """Describe an image, or answer a question about it."""
     client = vision.client("vision", "vision")
-    data, mime = _read_media(path)
+    data, mime = _read_media(path, ctx)
     if not mime.startswith("image/"):
         raise ValueError(f"{path} is not an image ({mime})")
     reply = client.chat.completions.create(model=vision.model, messages=[{"role": "user", "content": [
@@ -69,10 +69,10 @@ def describe_image(path: str, question: str = "Describe this image in detail.") 
 
 
 @server.tool()
-def transcribe_audio(path: str, language: str | None = None) -> str:
+def transcribe_audio(path: str, language: str | None = None, ctx: Context | None = None) -> str:
     """Transcribe an audio file to text."""
     client = audio.client("audio transcription", "audio")
-    data, _ = _read_media(path)
+    data, _ = _read_media(path, ctx)
     extra = {"language": language} if language else {}
     result = client.audio.transcriptions.create(model=audio.model, file=(os.path.basename(path), data), **extra)
     return getattr(result, "text", None) or str(result)

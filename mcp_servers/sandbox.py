@@ -104,11 +104,12 @@ def reachable_workspace(workspace: Path) -> Path:
 class Sandbox:
     """Runs commands in one workspace folder under fixed limits."""
 
-    def __init__(self, workspace: Path, limits: Limits, user: str | None = "nobody", python: str | None = None) -> None:
+    def __init__(self, workspace: Path, limits: Limits, user: str | None = "nobody", python: str | None = None,
+                 run_lock: threading.Lock | None = None) -> None:
         if os.name != "posix":
             raise SandboxError("the code sandbox needs a POSIX system (Linux or macOS)")
         self.limits = limits
-        self._run_lock = threading.Lock()
+        self._run_lock = run_lock or threading.Lock()
         self.uid = self.gid = None
         if os.geteuid() == 0 and user:
             try:
@@ -163,7 +164,8 @@ class Sandbox:
         return running + self.limits.processes
 
     def run(self, argv: list[str], wall_s: float | None = None, stdin: bytes | None = None) -> RunResult:
-        # One run at a time: the end-of-run sweep kills every descendant of the server.
+        # One run at a time (a lock shared by every sandbox of a server): the end-of-run sweep
+        # kills every descendant of the server.
         with self._run_lock:
             return self._run(argv, wall_s, stdin)
 

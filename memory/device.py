@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -50,3 +53,34 @@ def resolve_device(setting: str) -> torch.device:
     if device.type not in {"cpu", "cuda", "mps"}:
         raise DeviceError(f"unsupported device {setting!r}: use cpu, cuda, cuda:N, mps or auto")
     return device
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 0
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with torch limited to `count` intra-op threads (0: leave torch as it is).
+
+    A run's torch work is one query encoding or a few steps of a small MLP: with every core, the
+    threads mostly wait on each other and on other processes (10x to 18x slower on a busy 2-core
+    machine). The setting is process-wide in torch, so it is taken by the first block to enter
+    and given back by the last to leave."""
+    global _threads_users, _threads_before
+    if count <= 0:
+        yield
+        return
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(count)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0 and torch.get_num_threads() != _threads_before:
+                torch.set_num_threads(_threads_before)

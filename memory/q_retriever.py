@@ -15,9 +15,10 @@ import copy
 import os
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 
 from memento.memory.device import resolve_device
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the similarity prior (kappa, midpoint) and the cosine features
 
 
 class RetrieverError(RuntimeError):
@@ -48,20 +49,34 @@ class RetrieverSettings:
 
 
 class QNetwork(nn.Module):
-    """Scores (task, case) pairs; returns logits, Q = sigmoid(logit) in (0, 1)."""
+    """Scores (task, case) pairs; returns logits, Q = sigmoid(logit) in (0, 1).
+
+    The logit is a similarity prior plus a learned correction: `kappa * (cos(task, case) - m)`
+    (kappa and m learned, starting at 10 and 0.5) plus an MLP over `[t, c, p, t*c, t*p, |t-c|,
+    cos(t, c), cos(t, p)]` whose last layer starts at zero. So an untrained network ranks cases
+    as similarity retrieval does, and rewards teach it where similarity misleads, instead of it
+    having to discover from a few hundred noisy rewards that a related case is worth more than an
+    unrelated one (embeddings are unit vectors: the cosine is the dot product)."""
 
     def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.dim = dim
         self.head = nn.Sequential(
-            nn.Linear(6 * dim, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(6 * dim + 2, hidden), nn.GELU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, 1),
         )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+        self.kappa = nn.Parameter(torch.tensor(10.0))
+        self.midpoint = nn.Parameter(torch.tensor(0.5))
 
     def forward(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor) -> torch.Tensor:
+        similarity = (task * case_task).sum(-1, keepdim=True)
+        plan_similarity = (task * case_plan).sum(-1, keepdim=True)
         features = torch.cat([task, case_task, case_plan, task * case_task, task * case_plan,
-                              (task - case_task).abs()], dim=-1)
-        return self.head(features).squeeze(-1)
+                              (task - case_task).abs(), similarity, plan_similarity], dim=-1)
+        prior = self.kappa * (similarity.squeeze(-1) - self.midpoint)
+        return prior + self.head(features).squeeze(-1)
 
 
 @dataclass
@@ -128,8 +143,12 @@ class QRetriever:
         self.encoder = encoder
         self.dim = dim
         self.device = resolve_device(device)
-        torch.manual_seed(self.settings.seed)
-        self.network = QNetwork(dim, self.settings.hidden, self.settings.dropout).to(self.device)
+        # Its own random streams (initial weights, dropout), apart from the process's: the same
+        # transitions train the same network whatever else runs in the process.
+        self._cpu_rng = torch.Generator().manual_seed(self.settings.seed).get_state()
+        self._cuda_rng: torch.Tensor | None = None
+        with self.own_rng():
+            self.network = QNetwork(dim, self.settings.hidden, self.settings.dropout).to(self.device)
         self.target = copy.deepcopy(self.network).eval() if self.settings.discount > 0 else None
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.settings.lr,
                                            weight_decay=self.settings.weight_decay)
@@ -140,6 +159,24 @@ class QRetriever:
         self.episodes: list[str] = []  # recent episode ids, so a replayed run is not learned twice
         self.rng = np.random.default_rng(self.settings.seed)
         self.lock = threading.RLock()
+
+    @contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Run a block on this retriever's random streams, leaving the process's untouched."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self._cpu_rng)
+            if cuda:
+                if self._cuda_rng is None:
+                    torch.cuda.manual_seed(self.settings.seed)
+                else:
+                    torch.cuda.set_rng_state(self._cuda_rng, self.device)
+            try:
+                yield
+            finally:
+                self._cpu_rng = torch.get_rng_state()
+                if cuda:
+                    self._cuda_rng = torch.cuda.get_rng_state(self.device)
 
     @property
     def trained(self) -> bool:
@@ -204,7 +241,8 @@ class QRetriever:
     def train_step(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor,
                    target: torch.Tensor, weight: torch.Tensor) -> float:
         self.network.train()
-        logits = self.network(task, case_task, case_plan)
+        with self.own_rng():  # dropout
+            logits = self.network(task, case_task, case_plan)
         loss = (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,6 +288,7 @@ class QRetriever:
             "buffer": {"size": self.buffer.size, "cursor": self.buffer.cursor, "next_width": self.buffer.next_width,
                        "arrays": {k: torch.from_numpy(v[:self.buffer.size].copy()) for k, v in self.buffer.arrays.items()}},
             "last_episode": list(self.last_episode), "episodes": list(self.episodes), "rng": self.rng.bit_generator.state,
+            "torch_rng": self._cpu_rng.clone(),
         }
 
     def save(self, path: str | Path) -> None:
@@ -299,5 +338,6 @@ class QRetriever:
         retriever.last_episode = state["last_episode"]
         retriever.episodes = state["episodes"]
         retriever.rng.bit_generator.state = state["rng"]
+        retriever._cpu_rng = state["torch_rng"]
         return retriever
 

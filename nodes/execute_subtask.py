@@ -14,7 +14,7 @@ from memento.graph.state import State, SubtaskResult
 from memento.llm.factory import make_chat_model, model_call
 from memento.nodes import prompts
 from memento.nodes.planner import render_files
-from memento.nodes.toolbox import TOOLBOXES, Toolbox
+from memento.mcp_servers.client import TOOLBOXES, Toolbox
 
 
 def _earlier(state: State) -> str:
@@ -23,10 +23,9 @@ def _earlier(state: State) -> str:
 
 
 def run_workspace(ctx: Context, run_id: str) -> Path:
-    """The run's own folder for the code tools (kept after the run, for its outputs)."""
-    path = ctx.resolved_data_dir() / "workspaces" / run_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The run's own folder for the code tools, made by the code server on first use (and kept
+    after the run, for its outputs)."""
+    return (ctx.resolved_data_dir() / "workspaces" / run_id).absolute()
 
 
 def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:

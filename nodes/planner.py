@@ -13,25 +13,36 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.memory.case import SUCCESS_THRESHOLD
 from memento.nodes import prompts
 from memento.nodes.schemas import PlannerDecision
-from memento.nodes.toolbox import TOOLBOXES
+from memento.mcp_servers.client import TOOLBOXES
 
 
 def render_files(files: list[str]) -> str:
     return "\n".join(f"- {path}" for path in files) or "none"
 
 
+def shown_order(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The retrieved cases as the prompt numbers them: successes first, then failures, each in
+    retrieval order. A decision's `cases_used` numbers index this list from 1."""
+    return ([c for c in cases if c["reward"] >= SUCCESS_THRESHOLD]
+            + [c for c in cases if c["reward"] < SUCCESS_THRESHOLD])
+
+
 def render_cases(cases: list[dict[str, Any]]) -> list[str]:
     """The successes and the failures among the retrieved cases, as two prompt sections."""
-    out = []
+    out, n = [], 0
+    ordered = shown_order(cases)
     for title, wanted in ((prompts.SUCCESS_TITLE, True), (prompts.FAILURE_TITLE, False)):
-        chosen = [c for c in cases if (c["reward"] >= SUCCESS_THRESHOLD) == wanted]
-        if not chosen:
-            continue
-        items = [prompts.CASE_ITEM.format(
-            n=n, similarity=c["similarity"], reward=c["reward"], task=c["task"],
-            plan="\n".join(f"{i}. {step}" for i, step in enumerate(c["plan"], 1)) or "(no plan)",
-            answer=c["final_answer"] or "(none)") for n, c in enumerate(chosen, 1)]
-        out.append(prompts.CASES_SECTION.format(title=title, cases="\n\n".join(items)))
+        items = []
+        for c in ordered:
+            if (c["reward"] >= SUCCESS_THRESHOLD) != wanted:
+                continue
+            n += 1
+            items.append(prompts.CASE_ITEM.format(
+                n=n, similarity=c["similarity"], reward=c["reward"], task=c["task"],
+                plan="\n".join(f"{i}. {step}" for i, step in enumerate(c["plan"], 1)) or "(no plan)",
+                answer=c["final_answer"] or "(none)"))
+        if items:
+            out.append(prompts.CASES_SECTION.format(title=title, cases="\n\n".join(items)))
     return out
 
 
@@ -102,11 +113,23 @@ def planner_step(state: State, ctx: Context, instruction: str, schema: type[Base
     return decision_update(state, decision)
 
 
+def cited_ids(state: State, numbers: list[int]) -> list[str]:
+    """The ids of the shown cases a decision cited, added to those cited before; numbers that
+    name no shown case are ignored."""
+    ordered = shown_order(state.get("cases_used", []))
+    cited = list(state.get("cited_cases") or [])
+    for n in numbers:
+        if 1 <= n <= len(ordered) and ordered[n - 1]["id"] not in cited:
+            cited.append(ordered[n - 1]["id"])
+    return cited
+
+
 def decision_update(state: State, decision: BaseModel) -> dict[str, Any]:
     """The state update for a valid planner decision: a new plan, or the final answer."""
     notes = [*state.get("planner_notes", []), decision.reasoning]
+    cited = {"cited_cases": cited_ids(state, getattr(decision, "cases_used", []))}
     subtasks = getattr(decision, "subtasks", [])
     if subtasks:
         return {"plan": subtasks, "plans": [*state.get("plans", []), subtasks], "next_subtask": 0,
-                "cycle": state.get("cycle", 0) + 1, "planner_notes": notes}
-    return {"final_answer": decision.final_answer.strip(), "planner_notes": notes}
+                "cycle": state.get("cycle", 0) + 1, "planner_notes": notes, **cited}
+    return {"final_answer": decision.final_answer.strip(), "planner_notes": notes, **cited}

@@ -34,7 +34,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "files": [], "ground_truth": None, "run_files": files, "run_ground_truth": state.get("ground_truth"),
         "case_id": str(uuid.uuid4()), "cases_used": [], "plan": [], "plans": [],
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
-        "reward": None, "score": None, "error": None, "case_written": False,
+        "reward": None, "score": None, "error": None, "case_written": False, "cited_cases": [],
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
@@ -42,7 +42,10 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {**update, "error": problem}
     if ctx.retrieval_mode == "none" or ctx.top_k == 0:
         return update
-    cases = select_cases(ctx, state["task"])
+    from memento.memory.device import torch_threads  # torch: only when there is encoding to do
+
+    with torch_threads(ctx.torch_threads):
+        cases = select_cases(ctx, state["task"])
     update["cases_used"] = [case.model_dump() for case in cases]
     get_stream_writer()({"event": "cases", "count": len(cases), "mode": ctx.retrieval_mode,
                          "successes": sum(case.success for case in cases)})

@@ -15,6 +15,9 @@ class PlannerDecision(BaseModel):
                     "Empty when giving the final answer.")
     final_answer: str | None = Field(
         default=None, description="The final answer to the task, only when no more subtasks are needed.")
+    cases_used: list[int] = Field(
+        default_factory=list,
+        description="Numbers of the past cases this decision relies on (followed or avoided); empty if none.")
 
     @model_validator(mode="after")
     def _plan_or_answer(self) -> "PlannerDecision":
@@ -22,6 +25,8 @@ class PlannerDecision(BaseModel):
         has_answer = bool(self.final_answer and self.final_answer.strip())
         if any(not s for s in self.subtasks):
             raise ValueError("every subtask must be a non-empty instruction")
+        if any(n < 1 for n in self.cases_used):
+            raise ValueError("cases_used holds the numbers of shown past cases, counting from 1")
         if bool(self.subtasks) == has_answer:
             raise ValueError("give either a non-empty list of subtasks or a final answer, not both and not neither")
         return self

@@ -18,7 +18,7 @@ from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.schemas import JudgeVerdict
-from memento.nodes.toolbox import TOOLBOXES
+from memento.mcp_servers.client import TOOLBOXES
 
 SUMMARY_CHARS = 1500
 
@@ -61,28 +61,38 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     case = Case(id=state["case_id"], task=state["task"], plan=plans[-1], result_summary=summarise_results(state),
                 final_answer=answer, reward=score.reward, scored_by=score.scored_by,
                 thread_id=get_config().get("configurable", {}).get("thread_id"))
-    # The id was fixed in retrieve_cases and is checkpointed: a resumed or replayed run
-    # overwrites its own case instead of adding a second one.
-    bank = case_bank_for(ctx)
-    bank.write(case)
+    from memento.memory.device import torch_threads  # torch: only when there is encoding to do
+
     emit = get_stream_writer()
-    emit({"event": "case_written", "case_id": case.id, "reward": score.reward})
-    if ctx.online_learning and ctx.retrieval_mode != "none":
-        learned = learn_from_run(ctx, bank, case, state.get("cases_used", []))
-        if learned:
-            emit({"event": "retriever_update", **learned})
+    with torch_threads(ctx.torch_threads):
+        # The id was fixed in retrieve_cases and is checkpointed: a resumed or replayed run
+        # overwrites its own case instead of adding a second one.
+        bank = case_bank_for(ctx)
+        bank.write(case)
+        emit({"event": "case_written", "case_id": case.id, "reward": score.reward})
+        if ctx.online_learning and ctx.retrieval_mode != "none":
+            learned = learn_from_run(ctx, bank, case, state.get("cases_used", []), state.get("cited_cases") or [])
+            if learned:
+                emit({"event": "retriever_update", **learned})
     return update
 
 
-def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]]) -> dict[str, Any] | None:
+def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
+                   cited: list[str] | None = None) -> dict[str, Any] | None:
     """Online soft-Q update: this run's (task, shown case, reward) transitions go into the replay
-    buffer, the network takes `retriever_steps` gradient steps, and the state is saved."""
+    buffer, the network takes `retriever_steps` gradient steps, and the state is saved.
+
+    Credit: when the planner cited the cases its decisions relied on, only those carry the
+    reward (a case shown but ignored says nothing about its use); when it cited none, every
+    shown case does, weighted by its retrieval probability (the paper's rule)."""
     _, task_vectors, _ = bank.embeddings([case.id])  # stored by the write above: no re-encoding
-    ids, case_tasks, case_plans = bank.embeddings([c["id"] for c in cases_used])
-    shown = {c["id"]: c for c in cases_used}
+    credited = [c for c in cases_used if c["id"] in set(cited or [])] or cases_used
+    ids, case_tasks, case_plans = bank.embeddings([c["id"] for c in credited])
+    shown = {c["id"]: c for c in credited}
     q = [shown[i].get("q") for i in ids]
     retriever = retriever_for(ctx)
-    weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q else None
+    weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q and len(credited) == len(
+        cases_used) else None
     with retriever.lock:
         stored = retriever.observe(task_vectors[0], case_tasks, case_plans, case.reward, weights, episode=case.id)
         if not stored:

@@ -1,15 +1,23 @@
 import pytest
 
-from memento.nodes.toolbox import Toolbox
+from memento.mcp_servers.client import SessionPool, Toolbox
 
 
 @pytest.fixture
-def toolbox_for():
+def session_pool():
+    """A pool of its own for the test, so no server outlives it."""
+    pool = SessionPool()
+    yield pool
+    pool.close_all()
+
+
+@pytest.fixture
+def toolbox_for(session_pool):
     """Open toolboxes over real stdio servers and close them all after the test."""
     opened = []
 
     def make(servers, allowed_paths=None, workspace=""):
-        box = Toolbox(servers, allowed_paths or [], workspace).open()
+        box = Toolbox(servers, allowed_paths or [], workspace, pool=session_pool).open()
         opened.append(box)
         return box
 

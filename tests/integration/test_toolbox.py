@@ -9,7 +9,7 @@ import pytest
 
 from memento.graph.context import ConfigError
 from memento.nodes.resources import case_bank_for
-from memento.nodes.toolbox import TOOLBOXES, Toolbox, ToolboxPool, ToolServerError
+from memento.mcp_servers.client import TOOLBOXES, Toolbox, ToolboxPool, ToolServerError
 from tests.conftest import run
 from tests.integration.conftest import call, stdio
 
@@ -111,3 +111,42 @@ def test_a_run_holds_its_tools_until_it_ends(graph, ctx, numbers_file):
     assert len(out["results"]) == 2 and out["final_answer"] == "49"
     assert out["case_id"] not in TOOLBOXES.open_runs()
     assert case_bank_for(ctx).count() == 1
+
+
+def test_runs_share_one_server_and_each_sees_only_its_own_files(session_pool, tmp_path):
+    mine, theirs = tmp_path / "mine.txt", tmp_path / "theirs.txt"
+    mine.write_text("mine 1\n")
+    theirs.write_text("theirs 2\n")
+    servers = {"documents": stdio("memento.mcp_servers.documents")}
+    with Toolbox(servers, [str(mine)], pool=session_pool) as a, Toolbox(servers, [str(theirs)], pool=session_pool) as b:
+        assert len(session_pool.open_sessions()) == 1  # one server process serves both runs
+        assert call(a, "read_document", path=str(mine)).text.strip() == "mine 1"
+        refused = call(a, "read_document", path=str(theirs))
+        assert refused.status == "error" and "outside the files this run may read" in refused.text
+        assert call(b, "read_document", path=str(theirs)).text.strip() == "theirs 2"
+        assert call(a, "list_documents").text.strip() == str(mine)
+    assert [s.starts for s in session_pool.open_sessions()] == [1]  # still open for the next run
+
+
+def test_each_run_gets_its_own_code_workspace_in_a_shared_server(session_pool, tmp_path):
+    servers = {"code": stdio("memento.mcp_servers.code", "--sandbox-user", "")}
+    with Toolbox(servers, [], str(tmp_path / "a"), pool=session_pool) as a, \
+            Toolbox(servers, [], str(tmp_path / "b"), pool=session_pool) as b:
+        assert call(a, "write_file", path="note.txt", content="from a").status == "success"
+        assert "note.txt" in call(a, "list_files").text
+        assert call(b, "list_files").text == "(empty)"
+        assert call(b, "read_file", path="note.txt").status == "error"
+        out = call(b, "run_shell", command="pwd; ls")
+        assert str((tmp_path / "b").resolve()) in out.text and "note.txt" not in out.text
+    assert (tmp_path / "a" / "note.txt").read_text() == "from a"
+
+
+def test_sessions_outlive_a_run_and_serve_the_next(graph, ctx, numbers_file):
+    from memento.mcp_servers.client import SESSIONS
+
+    run(graph, ctx, "What is the total of the numbers in the attached file?", files=[numbers_file], thread="a")
+    before = {s.key: (s.starts, s.generation) for s in SESSIONS.open_sessions()}
+    assert before and all(s.users == 0 for s in SESSIONS.open_sessions())  # given back, still open
+    out = run(graph, ctx, "What is the total of the numbers in the attached file?", files=[numbers_file], thread="b")
+    assert out["final_answer"] == "49"
+    assert {s.key: (s.starts, s.generation) for s in SESSIONS.open_sessions()} == before  # reused, not restarted

@@ -5,7 +5,7 @@ import pytest
 
 from memento.cli.runner import thread_config
 from memento.graph.context import ConfigError, Context
-from memento.nodes.toolbox import REDACTED, connections, redact_secrets
+from memento.mcp_servers.client import REDACTED, connections, redact_secrets
 
 SERVERS = {"search": {"transport": "stdio", "command": "{python}", "args": ["-m", "x", "--region=${MEMENTO_TEST_REGION}"],
                       "env": {"SEARCH_KEY": "sk-literal-secret", "REGION": "${MEMENTO_TEST_REGION}"}},
@@ -25,20 +25,19 @@ def test_stored_run_settings_hold_no_literal_secrets():
 
 def test_references_expand_from_the_environment(monkeypatch):
     monkeypatch.setenv("MEMENTO_TEST_REGION", "eu")
-    conns = connections(SERVERS, ["/tmp/a.txt"], workspace="/w")
+    conns = connections(SERVERS, workspace="/w")
     conn = conns["search"]
     assert conn["command"] == sys.executable and conn["args"][-1] == "--region=eu"
-    assert conn["env"]["REGION"] == "eu" and conn["env"]["SEARCH_KEY"] == "sk-literal-secret"
-    assert json.loads(conn["env"]["MEMENTO_ALLOWED_PATHS"]) == ["/tmp/a.txt"]
+    assert conn["env"] == {"SEARCH_KEY": "sk-literal-secret", "REGION": "eu"}  # nothing of the run: it rides in _meta
     assert conns["remote"]["url"].endswith("region=eu") and conns["remote"]["headers"]["Authorization"] == "Bearer eu"
 
 
 def test_redacted_or_missing_secrets_are_named(monkeypatch):
     monkeypatch.delenv("MEMENTO_TEST_REGION", raising=False)
     with pytest.raises(ConfigError, match="MEMENTO_TEST_REGION"):
-        connections(SERVERS, [])
+        connections(SERVERS)
     with pytest.raises(ConfigError, match="env.SEARCH_KEY was not stored"):
-        connections(redact_secrets(SERVERS), [])
+        connections(redact_secrets(SERVERS))
 
 
 def test_config_servers_add_to_the_built_in_ones(tmp_path):

@@ -1,0 +1,134 @@
+"""Benchmark task files: one JSON object per line.
+
+    {"id": "q1", "question": "...", "answer": "42" | ["42", "forty-two"],
+     "files": ["data/q1.csv"], "metadata": {...}}
+
+`id` (a string or an integer, unique in the file), `question` and `answer` (a string or a list of
+accepted answers) are required; `files` are paths relative to the task file's folder (or
+absolute); `metadata`, and any other key, is kept in the results and never shown to the agent.
+The original Memento `deepresearcher.jsonl` lines (`question`, `ground_truth` with answers joined
+by `<|answer_split|>`, `data_source`) load as they are, numbered by line when they have no id.
+
+Every line is checked before anything runs: the first bad one stops the load with its line number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memento.memory.scoring import ANSWER_SPLIT
+
+KNOWN_KEYS = {"id", "question", "answer", "files", "metadata", "ground_truth"}
+MAX_LINE_BYTES = 1_000_000
+MAX_QUESTION_CHARS = 20_000
+
+
+class TaskFileError(ValueError):
+    """A task file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    id: str
+    question: str
+    answers: list[str]
+    files: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+
+    @property
+    def ground_truth(self) -> str:
+        """The accepted answers as the graph's `ground_truth` input takes them."""
+        return ANSWER_SPLIT.join(self.answers)
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a string or a non-empty list of strings")
+    return value
+
+
+def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
+    if not isinstance(record, dict):
+        raise ValueError("a line must hold a JSON object")
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("'question' must be a non-empty string")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"'question' is {len(question)} characters; at most {MAX_QUESTION_CHARS} are allowed")
+    if "answer" in record:
+        answers = _strings(record["answer"], "'answer'")
+    elif "ground_truth" in record:  # the original Memento format
+        answers = [a for a in _strings(record["ground_truth"], "'ground_truth'")[0].split(ANSWER_SPLIT)]
+    else:
+        raise ValueError("no 'answer' (or the original format's 'ground_truth')")
+    answers = [a.strip() for a in answers if a.strip()]
+    if not answers:
+        raise ValueError("'answer' holds no non-empty answer")
+    raw_id = record.get("id", f"line-{line}")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id).strip():
+        raise ValueError("'id' must be a non-empty string or an integer")
+    files = record.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise ValueError("'files' must be a list of paths")
+    resolved = []
+    for name in files:
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else folder / path
+        if not path.is_file():
+            raise ValueError(f"attached file {name} is not a file (paths are relative to the task file's folder)")
+        resolved.append(str(path))
+    metadata = record.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ValueError("'metadata' must be an object")
+    extra = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
+    return BenchTask(str(raw_id).strip(), question.strip(), answers, resolved, {**extra, **metadata}, line)
+
+
+def load_tasks(path: str | Path) -> list[BenchTask]:
+    """Every task in the file, or TaskFileError at the first bad line (nothing runs)."""
+    path = Path(path).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TaskFileError(f"cannot read task file {path}: {exc.strerror}") from None
+    folder = path.absolute().parent
+    tasks: list[BenchTask] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(f"the line is {len(raw)} bytes; at most {MAX_LINE_BYTES} are read")
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError("JSON nested too deeply") from None
+            task = task_from_record(record, number, folder)
+        except ValueError as exc:
+            raise TaskFileError(f"{path}, line {number}: {exc}; nothing was run") from None
+        if task.id in seen:
+            raise TaskFileError(f"{path}, line {number}: id {task.id!r} was already used on line {seen[task.id]}; "
+                                "ids must be unique")
+        seen[task.id] = number
+        tasks.append(task)
+    if not tasks:
+        raise TaskFileError(f"task file {path} holds no tasks")
+    return tasks
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()

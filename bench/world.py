@@ -1,0 +1,338 @@
+"""`memento bench make-world`: an offline task suite where case memory must matter.
+
+Rules of the generator (the README repeats them):
+
+- A *family* is a domain (a purchase log, a shipment manifest, ...), an aggregate (total,
+  average, largest, smallest, spread), a file kind (CSV, JSON, JSONL, XLSX), a set of
+  `choices` plausible numeric columns (list_cost, net_cost, landed_cost, ...) and one right
+  column among them. Its right procedure is three tool steps: read the file with the document
+  reader, take the right column's values, compute the aggregate with the calculator.
+- A family's tasks share its wording (two question templates of its aggregate, its domain's
+  nouns and a cue word such as "retail") and differ in their data and in the month or quarter
+  they name. Every task attaches one file holding an id column, a label column and all the
+  plausible columns, with different values per task.
+- A task's answer is what the real MCP tools return along the right procedure: the documents
+  server reads the file, the column's values are taken from what it returned, and the math
+  server computes the aggregate. The data is drawn again until every plausible column gives a
+  different answer, so only the right procedure is right. The answer lists the calculator's
+  exact output and its decimal form.
+- The question never names the column, so without a useful past case a planner must guess
+  among the plausible ones: about one in `choices` is right.
+- Plain suites give each family its own domain (domains are reused, with another aggregate,
+  only when there are more families than domains) and cue. Misleading suites build families in
+  look-alike pairs: the same domain, aggregate, file kind, templates and plausible columns, a
+  different right column, and only the cue word (retail / wholesale, ...) to tell them apart.
+- Tasks are shuffled, so families interleave. The family, the right column and the procedure
+  are kept in each task's `metadata`, which the benchmark records but never shows the agent.
+- Everything is drawn from `random.Random(seed)`: the same seed writes the same suite; another
+  seed gives other families, wording and data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from memento.graph.context import default_mcp_servers
+from memento.llm import table_skills as tables
+
+FORMATS = ("csv", "json", "jsonl", "xlsx")
+MARKER = ".memento-world"
+MAX_REDRAWS = 50
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    document: str
+    quantity: str
+    columns: tuple[str, ...]
+    label: str
+    labels: tuple[str, ...]
+    low: float
+    high: float
+
+
+DOMAINS = (
+    Domain("purchases", "purchase log", "cost", ("list_cost", "net_cost", "landed_cost", "quoted_cost", "invoiced_cost"),
+           "supplier", ("Acme", "Borealis", "Castor", "Dunmore", "Elkins"), 5, 900),
+    Domain("shipments", "shipment manifest", "weight",
+           ("gross_weight", "net_weight", "billed_weight", "declared_weight", "scale_weight"),
+           "carrier", ("Skyline", "Portway", "Tidal", "Overland"), 1, 400),
+    Domain("payroll", "payroll sheet", "pay", ("base_pay", "gross_pay", "net_pay", "contract_pay", "scheduled_pay"),
+           "team", ("ops", "design", "support", "research"), 900, 5200),
+    Domain("sensors", "sensor export", "reading",
+           ("raw_reading", "calibrated_reading", "smoothed_reading", "probe_reading", "logged_reading"),
+           "sensor", ("S1", "S2", "S3", "S4", "S5"), 10, 90),
+    Domain("energy", "meter report", "usage",
+           ("metered_usage", "billed_usage", "estimated_usage", "adjusted_usage", "recorded_usage"),
+           "building", ("Annex", "Hall", "Lab", "Depot"), 40, 2400),
+    Domain("sales", "sales ledger", "revenue",
+           ("gross_revenue", "net_revenue", "booked_revenue", "recognised_revenue", "invoiced_revenue"),
+           "channel", ("web", "store", "partner", "phone"), 100, 9000),
+    Domain("rainfall", "weather station log", "rainfall",
+           ("gauge_rainfall", "radar_rainfall", "corrected_rainfall", "reported_rainfall", "station_rainfall"),
+           "station", ("Ridge", "Valley", "Coast", "Airfield"), 0.5, 60),
+    Domain("traffic", "web traffic report", "visits",
+           ("unique_visits", "session_visits", "filtered_visits", "counted_visits", "logged_visits"),
+           "page", ("home", "pricing", "docs", "blog", "careers"), 50, 7000),
+    Domain("inventory", "stock count", "stock level",
+           ("on_hand_level", "available_level", "counted_level", "system_level", "audited_level"),
+           "warehouse", ("Leeds", "Derby", "Hull", "York"), 3, 800),
+    Domain("fleet", "fuel log", "fuel", ("pumped_fuel", "billed_fuel", "metered_fuel", "logged_fuel", "estimated_fuel"),
+           "vehicle", ("van-1", "van-2", "truck-1", "truck-2"), 20, 180),
+    Domain("clinic", "clinic register", "waiting time",
+           ("triage_wait", "queue_wait", "reported_wait", "booked_wait", "measured_wait"),
+           "clinic", ("east", "west", "central", "harbour"), 4, 140),
+    Domain("donations", "donation record", "gift",
+           ("pledged_gift", "received_gift", "matched_gift", "cleared_gift", "declared_gift"),
+           "campaign", ("spring", "gala", "online", "schools"), 10, 2500),
+)
+
+# Question templates per aggregate; each names the aggregate with words `table_skills` reads.
+TEMPLATES = {
+    "sum": ("What is the total {quantity} in the attached {document} for {context}?",
+            "Add up the {quantity} in the attached {document} for {context}: what is the total?",
+            "What does the {quantity} in the attached {document} for {context} come to in total?"),
+    "mean": ("What is the average {quantity} in the attached {document} for {context}?",
+             "Across the entries of the attached {document} for {context}, what is the mean {quantity}?",
+             "What is the {quantity} on average in the attached {document} for {context}?"),
+    "maximum": ("What is the largest {quantity} in the attached {document} for {context}?",
+                "What is the highest {quantity} recorded in the attached {document} for {context}?",
+                "Find the biggest {quantity} in the attached {document} for {context}."),
+    "minimum": ("What is the smallest {quantity} in the attached {document} for {context}?",
+                "What is the lowest {quantity} recorded in the attached {document} for {context}?",
+                "Find the minimum {quantity} in the attached {document} for {context}."),
+    "range": ("What is the spread of the {quantity} in the attached {document} for {context}?",
+              "How wide is the range of {quantity} in the attached {document} for {context}?",
+              "Give the spread between the extremes of the {quantity} in the attached {document} for {context}."),
+}
+CUE_PAIRS = (("retail", "wholesale"), ("domestic", "export"), ("northern", "southern"), ("weekday", "weekend"),
+             ("morning", "evening"), ("primary", "secondary"), ("regional", "central"), ("internal", "external"))
+CONTEXTS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+            "November", "December", "the first quarter", "the second quarter", "the third quarter",
+            "the fourth quarter")
+
+
+class WorldError(ValueError):
+    """The world cannot be made as asked; the message says what to change."""
+
+
+@dataclass
+class Family:
+    id: str
+    domain: Domain
+    operation: str
+    format: str
+    plausible: list[str]
+    column: str
+    cue: str
+    templates: list[str]
+    sibling: str | None = None
+
+
+@dataclass
+class WorldTask:
+    family: Family
+    question: str
+    rows: list[dict[str, Any]]
+    id: str = ""
+    answer: list[str] = field(default_factory=list)
+    file: str = ""
+
+
+def make_families(rng: random.Random, families: int, choices: int, misleading: bool) -> list[Family]:
+    if misleading and families % 2:
+        raise WorldError(f"--families {families}: a misleading world pairs its families, so give an even number")
+    domains = rng.sample(DOMAINS, len(DOMAINS))
+    pairs = rng.sample(CUE_PAIRS, len(CUE_PAIRS))
+    cues = [cue for pair in pairs for cue in pair]
+    used: dict[str, set[str]] = {}
+    out: list[Family] = []
+    for g in range(families // 2 if misleading else families):
+        domain = domains[g % len(domains)]
+        # A domain used again (more families than domains) takes another aggregate, so wording differs.
+        operation = rng.choice([op for op in TEMPLATES if op not in used.setdefault(domain.name, set())])
+        used[domain.name].add(operation)
+        kind = rng.choice(FORMATS)
+        plausible = rng.sample(domain.columns, choices)
+        templates = rng.sample(TEMPLATES[operation], 2)
+        if misleading:
+            right = rng.sample(plausible, 2)
+            ids = (f"F{len(out) + 1:02d}", f"F{len(out) + 2:02d}")
+            for i in range(2):
+                out.append(Family(ids[i], domain, operation, kind, plausible, right[i], pairs[g % len(pairs)][i],
+                                  templates, sibling=ids[1 - i]))
+        else:
+            out.append(Family(f"F{len(out) + 1:02d}", domain, operation, kind, plausible, rng.choice(plausible),
+                              cues[g % len(cues)], templates))
+    return out
+
+
+def _rows(rng: random.Random, family: Family, prefix: str) -> list[dict[str, Any]]:
+    domain = family.domain
+    rows = []
+    for n in range(rng.randint(8, 12)):
+        row: dict[str, Any] = {"id": f"{prefix}-{n + 1:02d}", domain.label: rng.choice(domain.labels)}
+        for column in family.plausible:
+            row[column] = f"{rng.uniform(domain.low, domain.high):.2f}"
+        rows.append(row)
+    return rows
+
+
+def write_table(path: Path, kind: str, rows: list[dict[str, Any]], numeric: list[str]) -> None:
+    """Write rows (values as text) as a table file; `numeric` columns become numbers in JSON and XLSX."""
+    header = list(rows[0])
+
+    def typed(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: float(v) if k in numeric else v for k, v in row.items()}
+
+    if kind == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([row[k] for k in header] for row in rows)
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+    elif kind == "json":
+        path.write_text(json.dumps([typed(row) for row in rows], indent=1) + "\n", encoding="utf-8")
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps(typed(row)) + "\n" for row in rows), encoding="utf-8")
+    elif kind == "xlsx":
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        sheet = book.active
+        sheet.title = "data"
+        sheet.append(header)
+        for row in rows:
+            sheet.append([typed(row)[k] for k in header])
+        book.properties.created = datetime(2025, 1, 1)
+        packed = io.BytesIO()
+        book.save(packed)
+        _repack_fixed_time(packed.getvalue(), path)
+    else:
+        raise WorldError(f"unknown file kind {kind!r}")
+
+
+def _repack_fixed_time(xlsx: bytes, path: Path) -> None:
+    """Write an XLSX with fixed timestamps (openpyxl stamps the save time), so a seed gives the
+    same bytes every time."""
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2025-01-01T00:00:00Z", data)
+            target.writestr(zipfile.ZipInfo(info.filename, date_time=(2025, 1, 1, 0, 0, 0)), data,
+                            compress_type=zipfile.ZIP_DEFLATED)
+
+
+def answers_by_tools(toolbox: Any, path: Path, columns: list[str], operation: str) -> dict[str, str]:
+    """The answer of the procedure for each column, from the real tools: the documents server
+    reads the file, the values are taken from its output, the math server aggregates them."""
+    read = toolbox.call({"name": "read_document", "args": {"path": str(path)}, "id": "read"}, 100_000)
+    if read.status == "error":
+        raise WorldError(f"the documents server could not read {path}: {read.text}")
+    out = {}
+    for column in columns:
+        values = tables.column_values(read.text, column)
+        expression = tables.aggregate_expression(operation, values)
+        result = toolbox.call({"name": "calculate", "args": {"expression": expression}, "id": column}, 100_000)
+        if result.status == "error":
+            raise WorldError(f"the math server could not compute {expression!r}: {result.text}")
+        out[column] = result.text.strip()
+    return out
+
+
+def accepted_answers(tool_output: str) -> list[str]:
+    """The calculator's output, and its decimal form when it also gives an exact fraction."""
+    short = tool_output.split(" (exactly ")[0].strip()
+    return [tool_output] if short == tool_output else [tool_output, short]
+
+
+def make_world(seed: int, out: str | Path, families: int = 6, tasks: int = 6, choices: int = 4,
+               misleading: bool = False) -> dict[str, Any]:
+    """Write the suite to `out` (JSONL) and its files to `<stem>_files/` beside it; return a report."""
+    from memento.mcp_servers.client import Toolbox
+
+    if not 1 <= families <= 2 * len(DOMAINS):
+        raise WorldError(f"--families must be between 1 and {2 * len(DOMAINS)}, got {families}")
+    if not 1 <= tasks <= 200:
+        raise WorldError(f"--tasks (per family) must be between 1 and 200, got {tasks}")
+    if not 2 <= choices <= 5:
+        raise WorldError(f"--choices must be between 2 and 5, got {choices}")
+    out = Path(out).expanduser().absolute()
+    if out.suffix != ".jsonl":
+        raise WorldError(f"--out {out} must name a .jsonl file")
+    if out.is_dir():
+        raise WorldError(f"--out {out} is a folder: give a file name ending in .jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = out.with_name(f"{out.stem}_files")
+    if folder.exists() and not (folder / MARKER).exists():
+        raise WorldError(f"{folder} exists and was not made by make-world: choose another --out")
+
+    rng = random.Random(seed)
+    family_list = make_families(rng, families, choices, misleading)
+    world: list[WorldTask] = []
+    for family in family_list:
+        for _ in range(tasks):
+            template = rng.choice(family.templates)
+            question = template.format(quantity=family.domain.quantity, context=rng.choice(CONTEXTS),
+                                       document=f"{family.cue} {family.domain.document}")
+            world.append(WorldTask(family, question, []))
+    rng.shuffle(world)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}_files.", dir=out.parent))
+    try:
+        (staging / MARKER).write_text("made by memento bench make-world\n", encoding="utf-8")
+        servers = {name: conf for name, conf in default_mcp_servers().items() if name in ("documents", "math")}
+        with Toolbox(servers, allowed_paths=[str(staging)]) as toolbox:
+            for n, task in enumerate(world, 1):
+                task.id = f"s{seed}-t{n:03d}"
+                task.file = f"{task.id}.{task.family.format}"
+                path = staging / task.file
+                for _ in range(MAX_REDRAWS):
+                    task.rows = _rows(rng, task.family, task.id)
+                    write_table(path, task.family.format, task.rows, task.family.plausible)
+                    answers = answers_by_tools(toolbox, path, task.family.plausible, task.family.operation)
+                    if len(set(answers.values())) == len(answers):
+                        break
+                else:
+                    raise WorldError(f"could not draw data that tells the columns of task {task.id} apart")
+                task.answer = accepted_answers(answers[task.family.column])
+        lines = [json.dumps(_task_line(task, folder.name), ensure_ascii=False) for task in world]
+        tmp = out.with_name(f".{out.name}.partial")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"tasks": len(world), "families": len(family_list), "choices": choices, "misleading": misleading,
+            "seed": seed, "out": str(out), "files": str(folder)}
+
+
+def _task_line(task: WorldTask, folder: str) -> dict[str, Any]:
+    family = task.family
+    relative = f"{folder}/{task.file}"
+    return {
+        "id": task.id, "question": task.question, "answer": task.answer, "files": [relative],
+        "metadata": {
+            "family": family.id, "sibling": family.sibling, "domain": family.domain.name, "cue": family.cue,
+            "operation": family.operation, "format": family.format, "column": family.column,
+            "plausible": family.plausible, "procedure": tables.procedure(relative, family.column, family.operation),
+        },
+    }
+
