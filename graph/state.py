@@ -57,8 +57,11 @@ class State(InputState, OutputState):
     """The planner's short reasoning per decision, for the trace."""
     case_written: bool
     cited_cases: list[str]
-    """Ids of the shown cases the planner said its decisions relied on (followed or avoided):
-    the online Q update credits the run's reward to them."""
+    """Ids of the shown cases the planner said the current plan (and the answer) relied on,
+    followed or avoided: the online Q update credits the run's reward to them."""
+    abandoned_cases: list[str]
+    """Ids of cases cited only for plans that were replaced: their advice did not lead to the
+    answer, so the Q update credits them with reward 0."""
     run_files: list[str]
     """This run's attached files (absolute). `retrieve_cases` moves the inputs `files` and
     `ground_truth` here and clears them: LangGraph keeps any key a new input leaves out, and a

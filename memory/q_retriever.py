@@ -198,9 +198,10 @@ class QRetriever:
                                   _tensor(case_plans, self.device))
             return torch.sigmoid(logits).float().cpu().numpy()
 
-    def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float,
+    def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float | np.ndarray,
                 weights: np.ndarray | None = None, episode: str | None = None) -> int:
-        """Store one run's transitions: the task, each case it was shown, the run's reward.
+        """Store one run's transitions: the task, each case credited, its reward (one for all, or
+        one per case).
 
         Returns how many were stored: none when `episode` was already observed (a resumed run)."""
         n = len(case_tasks)
@@ -215,7 +216,8 @@ class QRetriever:
                 self.last_episode = []
                 return 0
             weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
-            self.last_episode = self.buffer.add(task, case_tasks, case_plans, np.full(n, reward, np.float32), weights)
+            rewards = np.broadcast_to(np.asarray(reward, np.float32), (n,))
+            self.last_episode = self.buffer.add(task, case_tasks, case_plans, rewards, weights)
             return n
 
     def _targets(self, batch: dict[str, np.ndarray]) -> torch.Tensor:

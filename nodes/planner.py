@@ -114,22 +114,29 @@ def planner_step(state: State, ctx: Context, instruction: str, schema: type[Base
 
 
 def cited_ids(state: State, numbers: list[int]) -> list[str]:
-    """The ids of the shown cases a decision cited, added to those cited before; numbers that
-    name no shown case are ignored."""
+    """The ids of the shown cases a decision cited; numbers that name no shown case are ignored."""
     ordered = shown_order(state.get("cases_used", []))
-    cited = list(state.get("cited_cases") or [])
-    for n in numbers:
-        if 1 <= n <= len(ordered) and ordered[n - 1]["id"] not in cited:
-            cited.append(ordered[n - 1]["id"])
-    return cited
+    return list(dict.fromkeys(ordered[n - 1]["id"] for n in numbers if 1 <= n <= len(ordered)))
+
+
+def citations_update(state: State, decision: BaseModel) -> dict[str, Any]:
+    """Who gets the credit: a new plan's citations replace the last plan's, whose cases become
+    abandoned (their plan was replaced, so it did not produce the answer); an answer's citations
+    join its plan's."""
+    cited = cited_ids(state, getattr(decision, "cases_used", []))
+    before = list(state.get("cited_cases") or [])
+    if getattr(decision, "subtasks", []):
+        abandoned = [i for i in [*(state.get("abandoned_cases") or []), *before] if i not in cited]
+        return {"cited_cases": cited, "abandoned_cases": list(dict.fromkeys(abandoned))}
+    return {"cited_cases": list(dict.fromkeys([*before, *cited]))}
 
 
 def decision_update(state: State, decision: BaseModel) -> dict[str, Any]:
     """The state update for a valid planner decision: a new plan, or the final answer."""
     notes = [*state.get("planner_notes", []), decision.reasoning]
-    cited = {"cited_cases": cited_ids(state, getattr(decision, "cases_used", []))}
+    credit = citations_update(state, decision)
     subtasks = getattr(decision, "subtasks", [])
     if subtasks:
         return {"plan": subtasks, "plans": [*state.get("plans", []), subtasks], "next_subtask": 0,
-                "cycle": state.get("cycle", 0) + 1, "planner_notes": notes, **cited}
-    return {"final_answer": decision.final_answer.strip(), "planner_notes": notes, **cited}
+                "cycle": state.get("cycle", 0) + 1, "planner_notes": notes, **credit}
+    return {"final_answer": decision.final_answer.strip(), "planner_notes": notes, **credit}

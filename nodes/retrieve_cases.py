@@ -35,6 +35,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "case_id": str(uuid.uuid4()), "cases_used": [], "plan": [], "plans": [],
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
         "reward": None, "score": None, "error": None, "case_written": False, "cited_cases": [],
+        "abandoned_cases": [],
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}

@@ -71,30 +71,45 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         bank.write(case)
         emit({"event": "case_written", "case_id": case.id, "reward": score.reward})
         if ctx.online_learning and ctx.retrieval_mode != "none":
-            learned = learn_from_run(ctx, bank, case, state.get("cases_used", []), state.get("cited_cases") or [])
+            learned = learn_from_run(ctx, bank, case, state.get("cases_used", []), state.get("cited_cases") or [],
+                                     state.get("abandoned_cases") or [])
             if learned:
                 emit({"event": "retriever_update", **learned})
     return update
 
 
-def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
-                   cited: list[str] | None = None) -> dict[str, Any] | None:
-    """Online soft-Q update: this run's (task, shown case, reward) transitions go into the replay
-    buffer, the network takes `retriever_steps` gradient steps, and the state is saved.
+def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
+           abandoned: list[str]) -> tuple[list[str], list[float], bool]:
+    """(case ids, reward for each, whether the planner's citations decided it).
 
-    Credit: when the planner cited the cases its decisions relied on, only those carry the
-    reward (a case shown but ignored says nothing about its use); when it cited none, every
-    shown case does, weighted by its retrieval probability (the paper's rule)."""
+    When the planner cited the cases its decisions relied on, those of the final plan carry the
+    run's reward and those cited only for a replaced plan carry 0; cases shown but ignored say
+    nothing about their use and are left out. When it cited none, every shown case carries the
+    run's reward (the paper's rule)."""
+    shown = [c["id"] for c in cases_used]
+    final = [i for i in shown if i in set(cited)]
+    dropped = [i for i in shown if i in set(abandoned) and i not in set(cited)]
+    if not final and not dropped:
+        return shown, [reward] * len(shown), False
+    return final + dropped, [reward] * len(final) + [0.0] * len(dropped), True
+
+
+def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
+                   cited: list[str] | None = None, abandoned: list[str] | None = None) -> dict[str, Any] | None:
+    """Online soft-Q update: this run's (task, case, reward) transitions (see `credit`) go into
+    the replay buffer, the network takes `retriever_steps` gradient steps, and the state is saved.
+    Without citations, each shown case is weighted by its retrieval probability."""
     _, task_vectors, _ = bank.embeddings([case.id])  # stored by the write above: no re-encoding
-    credited = [c for c in cases_used if c["id"] in set(cited or [])] or cases_used
-    ids, case_tasks, case_plans = bank.embeddings([c["id"] for c in credited])
-    shown = {c["id"]: c for c in credited}
+    credited, rewards, by_citation = credit(cases_used, case.reward, cited or [], abandoned or [])
+    ids, case_tasks, case_plans = bank.embeddings(credited)
+    reward_of = dict(zip(credited, rewards))
+    shown = {c["id"]: c for c in cases_used}
     q = [shown[i].get("q") for i in ids]
     retriever = retriever_for(ctx)
-    weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q and len(credited) == len(
-        cases_used) else None
+    weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q and not by_citation else None
     with retriever.lock:
-        stored = retriever.observe(task_vectors[0], case_tasks, case_plans, case.reward, weights, episode=case.id)
+        stored = retriever.observe(task_vectors[0], case_tasks, case_plans, np.asarray([reward_of[i] for i in ids]),
+                                   weights, episode=case.id)
         if not stored:
             return None
         loss = retriever.update(ctx.retriever_steps)
