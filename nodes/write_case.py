@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
-from memento.memory.case import Case
+from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
@@ -82,16 +82,23 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
            abandoned: list[str]) -> tuple[list[str], list[float], bool]:
     """(case ids, reward for each, whether the planner's citations decided it).
 
-    When the planner cited the cases its decisions relied on, those of the final plan carry the
-    run's reward and those cited only for a replaced plan carry 0; cases shown but ignored say
-    nothing about their use and are left out. When it cited none, every shown case carries the
+    A cited case's label says whether its advice held. The prompt offers successes to follow
+    and failures to avoid, so a cited success was followed: the final plan's carry the run's
+    reward, those of a replaced plan 0 (followed, and it did not work). A cited failure was
+    avoided: that held when the run succeeded (label 1); when it failed, the avoidance may or
+    may not have been right, so it gets no label. Cases shown but not cited say nothing about
+    their use and get none. When the planner cited nothing at all, every shown case carries the
     run's reward (the paper's rule)."""
-    shown = [c["id"] for c in cases_used]
-    final = [i for i in shown if i in set(cited)]
-    dropped = [i for i in shown if i in set(abandoned) and i not in set(cited)]
-    if not final and not dropped:
-        return shown, [reward] * len(shown), False
-    return final + dropped, [reward] * len(final) + [0.0] * len(dropped), True
+    by_id = {c["id"]: c for c in cases_used}
+    final = [i for i in by_id if i in set(cited)]
+    replaced = [i for i in by_id if i in set(abandoned) and i not in set(cited)]
+    if not final and not replaced:
+        return list(by_id), [reward] * len(by_id), False
+    success = {i: by_id[i]["reward"] >= SUCCESS_THRESHOLD for i in by_id}
+    labels = [(i, reward) for i in final if success[i]]
+    labels += [(i, 1.0) for i in final if not success[i] and reward >= SUCCESS_THRESHOLD]
+    labels += [(i, 0.0) for i in replaced if success[i]]
+    return [i for i, _ in labels], [r for _, r in labels], True
 
 
 def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],

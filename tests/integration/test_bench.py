@@ -1,0 +1,256 @@
+"""`memento bench`: the offline world, the harness, its results and its resumption."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from memento.bench.harness import Benchmark, settings_for
+from memento.bench.report import plot, summarise
+from memento.bench.tasks import TaskFileError, load_tasks
+from memento.bench.world import make_world
+from memento.graph import Context
+from memento.graph.context import default_mcp_servers
+from memento.mcp_servers.client import Toolbox
+from memento.nodes.resources import case_bank_for
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("worlds")
+    make_world(seed=11, out=root / "plain.jsonl", families=4, tasks=4)
+    make_world(seed=11, out=root / "misleading.jsonl", families=4, tasks=4, misleading=True)
+    return root
+
+
+def bench(tasks_file: Path, out: Path, arms: list[str], iterations: int, ks: list[int] | None = None) -> Benchmark:
+    runner = Benchmark(load_tasks(tasks_file), settings_for(tasks_file, iterations, arms, ks or [4], "truth",
+                                                            out / "arms"), Context(), out)
+    runner.prepare()
+    runner.run(progress_out=None)
+    return runner
+
+
+def raw_rows(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        return list(csv.DictReader(io.StringIO(path.read_text())))
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    import openpyxl
+
+    rows = list(openpyxl.load_workbook(path).active.iter_rows(values_only=True))
+    return [dict(zip(rows[0], row)) for row in rows[1:]]
+
+
+def aggregate(operation: str, values: list[Fraction]) -> Fraction:
+    return {"sum": sum(values), "mean": sum(values) / len(values), "maximum": max(values), "minimum": min(values),
+            "range": max(values) - min(values)}[operation]
+
+
+# -- the world --------------------------------------------------------------------------------
+def test_the_generator_is_deterministic_for_a_seed_and_differs_for_another(tmp_path):
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        (tmp_path / name).mkdir()
+        make_world(seed=seed, out=tmp_path / name / "w.jsonl", families=3, tasks=2)
+
+    def snapshot(name):
+        folder = tmp_path / name
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert snapshot("a") == snapshot("b")
+    other = load_tasks(tmp_path / "c" / "w.jsonl")
+    same = load_tasks(tmp_path / "a" / "w.jsonl")
+    assert {t.question for t in other} != {t.question for t in same}
+    assert {t.answers[0] for t in other}.isdisjoint({t.answers[0] for t in same})
+
+
+def test_every_answer_is_what_the_tools_return_along_the_right_procedure(worlds):
+    tasks = load_tasks(worlds / "plain.jsonl") + load_tasks(worlds / "misleading.jsonl")
+    servers = {k: v for k, v in default_mcp_servers().items() if k in ("math", "documents")}
+    with Toolbox(servers, allowed_paths=[str(worlds)]) as tools:
+        for task in tasks:
+            meta, path = task.metadata, Path(task.files[0])
+            assert meta["procedure"][1].endswith(f"'{meta['column']}' of the table in the earlier results.")
+            # Independently of the simulated model: the raw data, exact arithmetic ...
+            values = [Fraction(str(row[meta["column"]])) for row in raw_rows(path)]
+            expected = aggregate(meta["operation"], values)
+            assert Fraction(task.answers[-1]) == expected
+            # ... and the real tools: the file through the documents server, the sum through the math server.
+            read = tools.call({"name": "read_document", "args": {"path": str(path)}, "id": "r"}, 100_000)
+            assert read.status == "success" and meta["column"] in read.text
+            listed = ", ".join(str(v) for v in values)
+            expression = {"sum": " + ".join(map(str, values)), "mean": f"({' + '.join(map(str, values))}) / {len(values)}",
+                          "maximum": f"max({listed})", "minimum": f"min({listed})",
+                          "range": f"max({listed}) - min({listed})"}[meta["operation"]]
+            out = tools.call({"name": "calculate", "args": {"expression": expression}, "id": "c"}, 10_000)
+            assert out.text == task.answers[0]
+            # Every other plausible column gives another answer: only the right procedure is right.
+            others = {aggregate(meta["operation"], [Fraction(str(r[c])) for r in raw_rows(path)])
+                      for c in meta["plausible"] if c != meta["column"]}
+            assert expected not in others and len(others) == len(meta["plausible"]) - 1
+
+
+def test_misleading_families_come_in_look_alike_pairs(worlds):
+    tasks = load_tasks(worlds / "misleading.jsonl")
+    by_family = {}
+    for task in tasks:
+        by_family.setdefault(task.metadata["family"], task.metadata)
+    for family, meta in by_family.items():
+        sibling = by_family[meta["sibling"]]
+        assert sibling["sibling"] == family and sibling["column"] != meta["column"]
+        assert (sibling["domain"], sibling["operation"], sibling["plausible"]) == \
+               (meta["domain"], meta["operation"], meta["plausible"])
+        assert sibling["cue"] != meta["cue"]
+
+
+# -- learning ---------------------------------------------------------------------------------
+def test_memory_beats_no_memory_on_a_plain_suite(worlds, tmp_path):
+    runner = bench(worlds / "plain.jsonl", tmp_path / "out", ["none", "similarity", "parametric"], 3)
+    summary = summarise(runner.records, ["none", "similarity", "parametric"], 3, 16)
+    acc = summary["accuracy"]
+    assert acc["none"][-1] <= 0.5  # chance is 1 in 4 plausible procedures
+    assert acc["similarity"][-1] >= acc["none"][-1] + 0.3
+    assert acc["parametric"][-1] >= acc["none"][-1] + 0.3
+    assert acc["similarity"][-1] > acc["similarity"][0] or acc["similarity"][0] == 1.0
+    # Each arm wrote one case per run into its own bank, and `none` retrieved nothing.
+    for arm in runner.arms:
+        assert case_bank_for(runner.contexts[arm.key]).count() == 16 * 3
+    assert all(not r["cases_used"] for r in runner.records if r["arm"] == "none")
+
+
+def test_similarity_shows_the_sibling_familys_cases_on_a_misleading_suite(worlds, tmp_path):
+    runner = bench(worlds / "misleading.jsonl", tmp_path / "out", ["similarity"], 2)
+    family_of = {r["case_id"]: r["metadata"]["family"] for r in runner.records}
+    shown = [(r["metadata"], family_of[c["id"]]) for r in runner.records for c in r["cases_used"]]
+    sibling = sum(meta["sibling"] == family for meta, family in shown)
+    own = sum(meta["family"] == family for meta, family in shown)
+    assert own + sibling >= 0.8 * len(shown)  # look-alikes crowd out the other families ...
+    assert sibling >= 0.25 * len(shown)  # ... and the sibling's cases are retrieved, not only the right ones
+
+
+# -- outputs, resumption, task files ----------------------------------------------------------
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_results_summary_and_plots(tmp_path):
+    make_world(seed=3, out=tmp_path / "w.jsonl", families=2, tasks=2)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "memento.cli.main", "bench", "run", "--tasks", str(tmp_path / "w.jsonl"),
+                           "--iterations", "2", "--arms", "none,similarity", "--k", "1,2", "--out", str(out),
+                           "--json", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert set(summary["accuracy"]) == {"none", "similarity@1", "similarity@2"}
+    assert all(len(v) == 2 and all(0.0 <= x <= 1.0 for x in v) for v in summary["accuracy"].values())
+    assert set(summary["f1"]) == set(summary["accuracy"])
+    assert json.loads((out / "summary.json").read_text())["accuracy"] == summary["accuracy"]
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 * 2 * 4
+    first = lines[0]
+    for key in ("arm", "k", "iteration", "task_id", "answer", "exact_match", "f1", "cycles", "cases_used", "wall_s",
+                "metadata"):
+        assert key in first
+    assert png_size(out / "learning_curve.png") == (800, 500)
+    assert png_size(out / "k_sweep.png") == (800, 500)
+    assert summary["run"]["tasks_per_minute"] > 0
+
+
+def test_a_killed_benchmark_resumes_without_running_anything_twice(tmp_path):
+    make_world(seed=4, out=tmp_path / "w.jsonl", families=2, tasks=3)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "memento.cli.main", "bench", "run", "--tasks", str(tmp_path / "w.jsonl"),
+               "--iterations", "2", "--arms", "similarity,parametric", "--out", str(out), "--quiet"]
+    results = out / "results.jsonl"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and len(results.read_bytes().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)  # land somewhere inside a run
+        assert proc.poll() is None, "the benchmark finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = len(results.read_bytes().splitlines())
+    assert 5 <= done_before < 24
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    keys = [(r["arm"], r["iteration"], r["task_id"]) for r in lines]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 6
+    for arm in ("similarity", "parametric"):
+        ctx = Context(data_dir=str(out / "arms" / arm))
+        assert case_bank_for(ctx).count() == 2 * 6  # as many cases as an uninterrupted run writes
+
+
+def test_a_finished_benchmark_reruns_nothing_and_refuses_other_settings(tmp_path):
+    make_world(seed=5, out=tmp_path / "w.jsonl", families=1, tasks=2)
+    runner = bench(tmp_path / "w.jsonl", tmp_path / "out", ["similarity"], 1)
+    again = Benchmark(load_tasks(tmp_path / "w.jsonl"),
+                      settings_for(tmp_path / "w.jsonl", 1, ["similarity"], [4], "truth", tmp_path / "out" / "arms"),
+                      Context(), tmp_path / "out")
+    again.prepare()
+    assert again.pending() == [] and len(again.records) == len(runner.records) == 2
+    other = Benchmark(load_tasks(tmp_path / "w.jsonl"),
+                      settings_for(tmp_path / "w.jsonl", 1, ["none"], [4], "truth", tmp_path / "out" / "arms"),
+                      Context(), tmp_path / "out")
+    with pytest.raises(Exception, match="other arms"):
+        other.prepare()
+
+
+def test_the_original_deepresearcher_file_loads_whole():
+    tasks = load_tasks(FIXTURES / "memento-original" / "deepresearcher.jsonl")
+    assert len(tasks) == 3197
+    second = tasks[1]
+    assert second.answers == ["Bloomsburg", "The Only Town in Pennsylvania", "Eyersburg"]
+    assert second.metadata == {"data_source": "popqa"} and second.id == "line-2"
+
+
+@pytest.mark.parametrize("lines,reason", [
+    (['{"id": 1, "question": "q", "answer": "a"}', '{"id": 2, "question": "q"'], "line 2: not valid JSON"),
+    (['{"id": 1, "question": "q"}'], "line 1: no 'answer'"),
+    (['{"id": 1, "question": "q", "answer": "a"}', '', '{"id": 1, "question": "r", "answer": "b"}'],
+     "line 3: id '1' was already used on line 1"),
+    (['{"id": "x", "question": "q", "answer": "a", "files": ["missing.csv"]}'], "line 1: attached file missing.csv"),
+    (['{"id": "x", "question": "", "answer": "a"}'], "line 1: 'question' must be a non-empty string"),
+    (['{"id": "x", "question": "q", "answer": []}'], "line 1: 'answer' must be a string or a non-empty list"),
+    (['[' * 100_000 + ']' * 100_000], "line 1: JSON nested too deeply"),
+])
+def test_a_malformed_task_file_is_refused_with_its_line_number(tmp_path, lines, reason):
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TaskFileError, match=reason.replace("[", r"\[").replace("(", r"\(")):
+        load_tasks(path)
+
+
+def test_invalid_utf8_is_refused_by_the_command_with_its_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"id": 1, "question": "q", "answer": "a"}\n{"id": 2, "question": "\xff", "answer": "a"}\n')
+    proc = subprocess.run([sys.executable, "-m", "memento.cli.main", "bench", "run", "--tasks", str(path), "--out",
+                           str(tmp_path / "out"), "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "line 2: not valid UTF-8" in proc.stderr and proc.stderr.count("\n") == 1
+    assert json.loads(proc.stdout) == {"status": "error", "error": proc.stderr.strip().removeprefix("memento: error: ")}
+    assert not (tmp_path / "out").exists()  # nothing ran
