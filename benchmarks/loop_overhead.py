@@ -49,9 +49,8 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 def bare_graph():
     """Five nodes, the Memento routing, nothing done in them."""
-    from typing_extensions import TypedDict
-
     from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
 
     class S(TypedDict, total=False):
         task: str

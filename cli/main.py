@@ -287,13 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    from memento.bench.tasks import TaskFileError
     from memento.llm.factory import ModelError
+    from memento.mcp_servers.client import ToolServerError
     from memento.memory.case_bank import CaseBankError
     from memento.memory.device import DeviceError
     from memento.memory.encoder import EncoderError
     from memento.memory.interchange import CaseFileError
-    from memento.bench.tasks import TaskFileError
-    from memento.mcp_servers.client import ToolServerError
     from memento.memory.q_retriever import RetrieverError
 
     try:

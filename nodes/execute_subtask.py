@@ -12,9 +12,9 @@ from langgraph.runtime import Runtime
 from memento.graph.context import Context, context_of
 from memento.graph.state import State, SubtaskResult
 from memento.llm.factory import make_chat_model, model_call
+from memento.mcp_servers.client import TOOLBOXES, Toolbox
 from memento.nodes import prompts
 from memento.nodes.planner import render_files
-from memento.mcp_servers.client import TOOLBOXES, Toolbox
 
 
 def _earlier(state: State) -> str:

@@ -10,10 +10,10 @@ from pydantic import BaseModel
 from memento.graph.context import Context
 from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
+from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD
 from memento.nodes import prompts
 from memento.nodes.schemas import PlannerDecision
-from memento.mcp_servers.client import TOOLBOXES
 
 
 def render_files(files: list[str]) -> str:

@@ -12,13 +12,13 @@ from langgraph.runtime import Runtime
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
+from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.schemas import JudgeVerdict
-from memento.mcp_servers.client import TOOLBOXES
 
 SUMMARY_CHARS = 1500
 

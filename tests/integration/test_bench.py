@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from memento.bench.harness import Benchmark, settings_for
-from memento.bench.report import plot, summarise
+from memento.bench.report import summarise
 from memento.bench.tasks import TaskFileError, load_tasks
 from memento.bench.world import make_world
 from memento.graph import Context
@@ -89,7 +89,8 @@ def test_every_answer_is_what_the_tools_return_along_the_right_procedure(worlds)
             # Independently of the simulated model: the raw data, exact arithmetic ...
             values = [Fraction(str(row[meta["column"]])) for row in raw_rows(path)]
             expected = aggregate(meta["operation"], values)
-            assert Fraction(task.answers[-1]) == expected
+            exact = task.answers[0].split("(exactly ")[-1].rstrip(")")  # "98.81 (exactly 108697/1100)" or "42"
+            assert Fraction(exact) == expected
             # ... and the real tools: the file through the documents server, the sum through the math server.
             read = tools.call({"name": "read_document", "args": {"path": str(path)}, "id": "r"}, 100_000)
             assert read.status == "success" and meta["column"] in read.text
@@ -254,3 +255,29 @@ def test_invalid_utf8_is_refused_by_the_command_with_its_line(tmp_path):
     assert "line 2: not valid UTF-8" in proc.stderr and proc.stderr.count("\n") == 1
     assert json.loads(proc.stdout) == {"status": "error", "error": proc.stderr.strip().removeprefix("memento: error: ")}
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_a_run_cut_off_before_its_case_is_finished_from_its_checkpoint(tmp_path):
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from memento.graph import build_graph
+
+    make_world(seed=6, out=tmp_path / "w.jsonl", families=1, tasks=2)
+    tasks = load_tasks(tmp_path / "w.jsonl")
+    runner = Benchmark(tasks, settings_for(tmp_path / "w.jsonl", 1, ["similarity"], [4], "truth",
+                                           tmp_path / "out" / "arms"), Context(), tmp_path / "out")
+    runner.prepare()
+    arm = runner.arms[0]
+    ctx = runner.contexts[arm.key]
+    ctx.resolved_data_dir().mkdir(parents=True)
+    # The first run got as far as write_case, then the process died: its checkpoint is all there is.
+    with SqliteSaver.from_conn_string(str(ctx.resolved_data_dir() / "checkpoints.sqlite")) as saver:
+        graph = build_graph(saver, interrupt_before=["write_case"])
+        config = {"configurable": {"thread_id": f"bench-{arm.key}-it1-{tasks[0].id}"}}
+        graph.invoke(runner.graph_input(tasks[0]), config, context=ctx)
+        case_id = graph.get_state(config).values["case_id"]
+    assert case_bank_for(ctx).count() == 0
+    runner.run(progress_out=None)
+    first = next(r for r in runner.records if r["task_id"] == tasks[0].id)
+    assert first["resumed"] and first["case_id"] == case_id and first["answer"]
+    assert case_bank_for(ctx).count() == 2 and case_bank_for(ctx).get(case_id) is not None

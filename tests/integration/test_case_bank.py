@@ -77,3 +77,14 @@ def test_case_bank_refuses_a_different_encoder(ctx):
     case_bank_for(ctx)
     with pytest.raises(CaseBankError, match="embedded with encoder 'all-MiniLM-L6-v2'"):
         CaseBank(ctx.case_bank_location(), TextEncoder("some/other-encoder"))
+
+
+def test_a_runs_task_is_encoded_once_for_retrieval_and_the_case_write(ctx):
+    bank = case_bank_for(ctx)
+    bank.write(Case(id="old", task="an earlier task about invoices", plan=["x"], reward=1.0))
+    before = bank.encoder.texts_encoded
+    task = "a new task about invoices, encoded once"
+    bank.retrieve(task, 4)
+    bank.write(Case(id="new", task=task, plan=["read the invoices, then add them up"], reward=1.0))
+    assert bank.encoder.texts_encoded - before == 2  # the task once, then the plan
+    assert bank.encoder.encode([task]).shape == (1, bank.encoder.dim) and bank.encoder.texts_encoded - before == 2

@@ -44,7 +44,7 @@ def test_per_query_work_is_bounded_by_the_candidates(graph, ctx, monkeypatch):
     monkeypatch.setattr(QRetriever, "q_values_pairs",
                         lambda self, t, c, p: scored.append(len(c)) or original(self, t, c, p))
     before = bank.encoder.texts_encoded
-    chosen = select_cases(ctx, "What is 3 * 4 + 3?")
+    chosen = select_cases(ctx, "What is 3 * 4 + 3, for the bounded-work test?")  # a text no other test encodes
     assert len(chosen) == 4 and scored == [16]
     assert bank.encoder.texts_encoded - before == 1  # only the query
 

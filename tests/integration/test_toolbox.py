@@ -8,8 +8,8 @@ import time
 import pytest
 
 from memento.graph.context import ConfigError
-from memento.nodes.resources import case_bank_for
 from memento.mcp_servers.client import TOOLBOXES, Toolbox, ToolboxPool, ToolServerError
+from memento.nodes.resources import case_bank_for
 from tests.conftest import run
 from tests.integration.conftest import call, stdio
 
