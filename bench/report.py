@@ -33,20 +33,19 @@ def summarise(records: list[dict[str, Any]], arm_keys: list[str], iterations: in
         return out
 
     complete = {key: [len(by.get((key, it), [])) == tasks for it in range(1, iterations + 1)] for key in arm_keys}
-    modes = {r["arm"]: (r["mode"], r["k"]) for r in records}
-    sweep: dict[str, dict[str, float | None]] = defaultdict(dict)
+    sweep: dict[str, dict[str, list[float | None]]] = defaultdict(dict)
     accuracy = series("exact_match")
     for key in arm_keys:
-        mode, k = modes.get(key, (key.split("@")[0], None))
         if "@" in key:
-            sweep[mode][str(k)] = accuracy[key][-1]
+            mode, k = key.split("@")
+            sweep[mode][k] = accuracy[key]
     return {
         "tasks": tasks, "iterations": iterations, "arms": arm_keys,
         "accuracy": accuracy, "f1": series("f1"), "reward": series("reward"),
         "complete": complete,
         "cycles": series("cycles"),
         "errors": {key: sum(1 for r in records if r["arm"] == key and r.get("error")) for key in arm_keys},
-        "k_sweep_last_iteration": dict(sweep),
+        "k_sweep": dict(sweep),
         "runs": len(records),
         **({"run": run_stats} if run_stats else {}),
     }
@@ -93,22 +92,25 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     ax.set(xlabel="iteration", ylabel="accuracy (exact match, %)", ylim=(0, 100), xticks=iterations,
            title=f"Learning curve: {summary['tasks']} tasks per iteration")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     path = out / LEARNING_CURVE
     fig.savefig(path)
     plt.close(fig)
     written.append(path)
 
-    sweep = summary.get("k_sweep_last_iteration") or {}
+    sweep = summary.get("k_sweep") or {}
     if sweep:
         fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-        for mode, by_k in sweep.items():
+        last = summary["iterations"]
+        for n, (mode, by_k) in enumerate(sweep.items()):
             ks = sorted(by_k, key=int)
-            ax.plot([int(k) for k in ks], [None if by_k[k] is None else 100 * by_k[k] for k in ks], marker="o",
-                    label=mode)
-        ax.set(xlabel="K (cases shown to the planner)", ylabel=f"accuracy at iteration {summary['iterations']} (%)",
-               ylim=(0, 100), title="K sweep")
+            for it, style in ((1, "-"), (last, "--")) if last > 1 else ((1, "-"),):
+                values = [by_k[k][it - 1] for k in ks]
+                ax.plot([int(k) for k in ks], [None if v is None else 100 * v for v in values], style, marker="o",
+                        color=f"C{n}", label=f"{mode}, iteration {it}")
+        ax.set(xlabel="K (cases shown to the planner)", ylabel="accuracy (exact match, %)", ylim=(0, 100),
+               title="K sweep", xticks=sorted({int(k) for by_k in sweep.values() for k in by_k}))
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
         fig.tight_layout()

@@ -108,7 +108,7 @@ def plot_means(summaries: dict[str, dict[int, dict]], seeds: list[int], iteratio
         ax.set(title=f"{kind} suites (mean of {len(seeds)} seeds)", xlabel="iteration", xticks=xs, ylim=(0, 100))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (exact match, %)")
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

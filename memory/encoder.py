@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+SMALL_CALL = 8  # up to this many new texts are encoded one by one
 _PACKAGED_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -86,6 +87,11 @@ class TextEncoder:
             self._load()
             return int(self._model.config.hidden_size)
 
+    def forget(self) -> None:
+        """Drop the kept vectors (for benchmarks that measure first encodings)."""
+        with self._lock:
+            self._cache.clear()
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """Return a float32 array of shape (len(texts), dim), each row of unit length."""
         import torch
@@ -97,9 +103,13 @@ class TextEncoder:
             if missing:
                 self.calls += 1
                 self.texts_encoded += len(missing)
+                # A run's few texts go one at a time, so a text's vector never depends on what
+                # else shared its batch (padding changes the arithmetic in the last digits, and
+                # that can flip a close ranking); bulk work (imports, training) is batched.
+                size = 1 if len(missing) <= SMALL_CALL else self.batch_size
                 with torch.inference_mode():
-                    for start in range(0, len(missing), self.batch_size):
-                        chunk = missing[start:start + self.batch_size]
+                    for start in range(0, len(missing), size):
+                        chunk = missing[start:start + size]
                         batch = self._tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
                                                 return_tensors="pt").to(self._device)
                         hidden = self._model(**batch).last_hidden_state
