@@ -14,6 +14,7 @@ starts the rest. Nothing is run twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -71,11 +72,15 @@ class BenchSettings:
     k: list[int]
     reward: str
     data_dir: str
+    settings_sha256: str  # the models, retrieval and limits (everything of Context but data_dir)
 
     def same_benchmark(self, other: "BenchSettings") -> list[str]:
-        """The settings that differ from a stored benchmark's (the iterations may grow)."""
-        return [name for name in ("tasks_sha256", "arms", "k", "reward", "data_dir")
-                if getattr(self, name) != getattr(other, name)]
+        """The settings that differ from a stored benchmark's (the iterations may change)."""
+        differ = [name for name in ("tasks_sha256", "reward", "data_dir") if getattr(self, name) != getattr(other, name)]
+        differ += [name for name in ("arms", "k") if sorted(getattr(self, name)) != sorted(getattr(other, name))]
+        if self.settings_sha256 != other.settings_sha256:
+            differ.append("settings (--config, models)")
+        return differ
 
 
 def best(answer: str, answers: list[str]) -> tuple[float, float]:
@@ -242,8 +247,18 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def settings_digest(base: Context) -> str:
+    """A digest of the run settings an arm starts from (secrets redacted; the data folder left
+    out, since each arm has its own)."""
+    from memento.mcp_servers.client import redact_secrets
+
+    settings = base.to_dict() | {"data_dir": "", "mcp_servers": redact_secrets(base.mcp_servers)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
 def settings_for(tasks_path: str | Path, iterations: int, arms: list[str], ks: list[int], reward: str,
-                 data_dir: str | Path) -> BenchSettings:
+                 data_dir: str | Path, base: Context) -> BenchSettings:
     tasks_path = Path(tasks_path).expanduser().absolute()
     return BenchSettings(tasks=str(tasks_path), tasks_sha256=file_digest(tasks_path), iterations=iterations,
-                         arms=list(arms), k=list(ks), reward=reward, data_dir=str(Path(data_dir).expanduser().absolute()))
+                         arms=list(arms), k=list(ks), reward=reward, data_dir=str(Path(data_dir).expanduser().absolute()),
+                         settings_sha256=settings_digest(base))

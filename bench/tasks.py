@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +67,11 @@ def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
     if "answer" in record:
         answers = _strings(record["answer"], "'answer'")
     elif "ground_truth" in record:  # the original Memento format
-        answers = [a for a in _strings(record["ground_truth"], "'ground_truth'")[0].split(ANSWER_SPLIT)]
+        answers = _strings(record["ground_truth"], "'ground_truth'")
     else:
         raise ValueError("no 'answer' (or the original format's 'ground_truth')")
-    answers = [a.strip() for a in answers if a.strip()]
+    # The graph splits ground truth on the separator: so must the benchmark's own scoring.
+    answers = [part.strip() for a in answers for part in a.split(ANSWER_SPLIT) if part.strip()]
     if not answers:
         raise ValueError("'answer' holds no non-empty answer")
     raw_id = record.get("id", f"line-{line}")
@@ -79,15 +82,24 @@ def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
         raise ValueError("'files' must be a list of paths")
     resolved = []
     for name in files:
-        path = Path(name).expanduser()
-        path = path if path.is_absolute() else folder / path
-        if not path.is_file():
-            raise ValueError(f"attached file {name} is not a file (paths are relative to the task file's folder)")
+        try:
+            path = Path(name).expanduser()
+            path = path if path.is_absolute() else folder / path
+            regular = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a name too long, an unknown ~user, ...
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"attached file {name[:200]!r} cannot be used: {reason[:200]}") from None
+        if not regular:
+            raise ValueError(f"attached file {name[:200]} is not a file (paths are relative to the task file's folder)")
         resolved.append(str(path))
     metadata = record.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValueError("'metadata' must be an object")
     extra = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
+    try:  # JSON allows lone surrogates ("\ud800"), which no file or database can store
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the line holds a lone surrogate escape (\\ud800 to \\udfff), which is not text") from None
     return BenchTask(str(raw_id).strip(), question.strip(), answers, resolved, {**extra, **metadata}, line)
 
 
@@ -95,7 +107,13 @@ def load_tasks(path: str | Path) -> list[BenchTask]:
     """Every task in the file, or TaskFileError at the first bad line (nothing runs)."""
     path = Path(path).expanduser()
     try:
-        data = path.read_bytes()
+        # Opened without blocking and checked on the open file: a FIFO or a device is refused,
+        # not waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise TaskFileError(f"task file {path} is not a regular file")
+            data = handle.read()
     except OSError as exc:
         raise TaskFileError(f"cannot read task file {path}: {exc.strerror}") from None
     folder = path.absolute().parent

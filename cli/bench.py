@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else out / "arms"
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    settings = settings_for(args.tasks, args.iterations, arms, _ks(args.k), args.reward, data_dir)
+    settings = settings_for(args.tasks, args.iterations, arms, _ks(args.k), args.reward, data_dir, base)
     bench = Benchmark(tasks, settings, base, out)
     bench.prepare()
     already = len(bench.records)

@@ -151,6 +151,14 @@ def _text_of(result: Any) -> str:
     return "\n".join(parts)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a failed call ran out of time (as opposed to losing its server)."""
+    if isinstance(exc, TimeoutError):  # concurrent.futures.TimeoutError is TimeoutError since 3.11
+        return True
+    error = getattr(exc, "error", None)  # mcp's McpError carries the JSON-RPC error
+    return getattr(error, "code", None) == 408 or "Timed out while waiting" in str(exc)
+
+
 class ServerSession:
     """One server's session, opened and held by a task of its own on the loop."""
 
@@ -410,9 +418,15 @@ class Toolbox:
             try:
                 result = _run(server.call(name, args, meta), CALL_TIMEOUT_S + 5)
                 break
-            except Exception as exc:  # the server died, hung or dropped the connection
+            except Exception as exc:  # the server died or dropped the connection, or the call took too long
+                if _timed_out(exc) and server.alive:
+                    # Slow is not dead: a shared server may be busy with other runs' calls, and a
+                    # restart would cut those off. The run sees an error and can carry on.
+                    return failure(f"tool {name} timed out after {CALL_TIMEOUT_S:g} s; its server {server.name!r} "
+                                   "is still running")
                 if attempt == 0 and server.key not in self._restarted:
-                    self._restarted.add(server.key)
+                    if server.generation == generation:  # nobody restarted it since this call began
+                        self._restarted.add(server.key)
                     try:
                         _run(server.restart(generation), OPEN_TIMEOUT_S + 5)
                         continue

@@ -29,6 +29,7 @@ from memento.mcp_servers.workspace import confine
 MAX_READ_CHARS = 50_000
 MAX_WRITE_BYTES = 5_000_000
 MAX_LISTED = 500
+MAX_SANDBOXES = 64  # workspaces a server keeps ready; an older one is dropped (if empty, removed)
 
 server = FastMCP("memento-code", log_level="WARNING",
                  instructions="Run Python or shell commands in a workspace folder, and read or write its files.")
@@ -59,6 +60,11 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
         if key not in Settings.sandboxes:
             Settings.sandboxes[key] = Sandbox(workspace, Settings.limits, user=Settings.user, python=Settings.python,
                                               run_lock=_RUN_LOCK)
+        Settings.sandboxes[key] = Settings.sandboxes.pop(key)  # most recently used last
+        while len(Settings.sandboxes) > MAX_SANDBOXES:  # a long-lived server serves many runs
+            old, box = next(iter(Settings.sandboxes.items()))
+            del Settings.sandboxes[old]
+            box.remove_if_empty(Path(old))
         return Settings.sandboxes[key]
 
 

@@ -117,9 +117,12 @@ class TextEncoder:
                         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                         pooled = torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu().numpy()
                         known.update(zip(chunk, pooled))
-            for text in texts:  # most recently used last; the oldest go first
-                self._cache[text] = known[text]
-                self._cache.move_to_end(text)
+            # Only vectors encoded one at a time are kept: a batched one differs in its last
+            # digits, and a later single call must give what it would have computed.
+            if len(missing) <= SMALL_CALL:
+                for text in texts:  # most recently used last; the oldest go first
+                    self._cache[text] = known[text]
+                    self._cache.move_to_end(text)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             if not texts:

@@ -26,6 +26,7 @@ from torch import nn
 
 from memento.memory.device import resolve_device
 
+_RNG_LOCK = threading.RLock()
 FORMAT_VERSION = 2  # 2: the similarity prior (kappa, midpoint) and the cosine features
 
 
@@ -162,9 +163,12 @@ class QRetriever:
 
     @contextmanager
     def own_rng(self) -> Iterator[None]:
-        """Run a block on this retriever's random streams, leaving the process's untouched."""
+        """Run a block on this retriever's random streams, leaving the process's untouched.
+
+        torch's generators are process-wide, so blocks of all retrievers take turns (a lock), or
+        two retrievers training in two threads would draw from each other's streams."""
         cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+        with _RNG_LOCK, torch.random.fork_rng(devices=[self.device] if cuda else []):
             torch.set_rng_state(self._cpu_rng)
             if cuda:
                 if self._cuda_rng is None:
@@ -199,9 +203,11 @@ class QRetriever:
             return torch.sigmoid(logits).float().cpu().numpy()
 
     def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float | np.ndarray,
-                weights: np.ndarray | None = None, episode: str | None = None) -> int:
+                weights: np.ndarray | None = None, episode: str | None = None,
+                shown: tuple[np.ndarray, np.ndarray] | None = None) -> int:
         """Store one run's transitions: the task, each case credited, its reward (one for all, or
-        one per case).
+        one per case). `shown` (task and plan embeddings of every case the run was shown, when
+        not all were credited) is the next state of the previous run's transitions.
 
         Returns how many were stored: none when `episode` was already observed (a resumed run)."""
         n = len(case_tasks)
@@ -211,7 +217,8 @@ class QRetriever:
                     return 0
                 self.episodes = [*self.episodes, episode][-1000:]
             if self.last_episode:
-                self.buffer.link_next(self.last_episode, task, case_tasks, case_plans)
+                next_tasks, next_plans = shown if shown is not None else (case_tasks, case_plans)
+                self.buffer.link_next(self.last_episode, task, next_tasks, next_plans)
             if n == 0:
                 self.last_episode = []
                 return 0

@@ -114,9 +114,12 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     q = [shown[i].get("q") for i in ids]
     retriever = retriever_for(ctx)
     weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q and not by_citation else None
+    shown_state = None
+    if retriever.settings.discount > 0 and by_citation:  # the next state is every case shown, not only the credited
+        shown_state = bank.embeddings([c["id"] for c in cases_used])[1:]
     with retriever.lock:
         stored = retriever.observe(task_vectors[0], case_tasks, case_plans, np.asarray([reward_of[i] for i in ids]),
-                                   weights, episode=case.id)
+                                   weights, episode=case.id, shown=shown_state)
         if not stored:
             return None
         loss = retriever.update(ctx.retriever_steps)

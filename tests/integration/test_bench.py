@@ -38,7 +38,7 @@ def worlds(tmp_path_factory):
 
 def bench(tasks_file: Path, out: Path, arms: list[str], iterations: int, ks: list[int] | None = None) -> Benchmark:
     runner = Benchmark(load_tasks(tasks_file), settings_for(tasks_file, iterations, arms, ks or [4], "truth",
-                                                            out / "arms"), Context(), out)
+                                                            out / "arms", Context()), Context(), out)
     runner.prepare()
     runner.run(progress_out=None)
     return runner
@@ -210,15 +210,21 @@ def test_a_finished_benchmark_reruns_nothing_and_refuses_other_settings(tmp_path
     make_world(seed=5, out=tmp_path / "w.jsonl", families=1, tasks=2)
     runner = bench(tmp_path / "w.jsonl", tmp_path / "out", ["similarity"], 1)
     again = Benchmark(load_tasks(tmp_path / "w.jsonl"),
-                      settings_for(tmp_path / "w.jsonl", 1, ["similarity"], [4], "truth", tmp_path / "out" / "arms"),
-                      Context(), tmp_path / "out")
+                      settings_for(tmp_path / "w.jsonl", 1, ["similarity"], [4], "truth", tmp_path / "out" / "arms",
+                                   Context()), Context(), tmp_path / "out")
     again.prepare()
     assert again.pending() == [] and len(again.records) == len(runner.records) == 2
     other = Benchmark(load_tasks(tmp_path / "w.jsonl"),
-                      settings_for(tmp_path / "w.jsonl", 1, ["none"], [4], "truth", tmp_path / "out" / "arms"),
-                      Context(), tmp_path / "out")
+                      settings_for(tmp_path / "w.jsonl", 1, ["none"], [4], "truth", tmp_path / "out" / "arms",
+                                   Context()), Context(), tmp_path / "out")
     with pytest.raises(Exception, match="other arms"):
         other.prepare()
+    models = Context(planner_model="simulated:indecisive")
+    changed = Benchmark(load_tasks(tmp_path / "w.jsonl"),
+                        settings_for(tmp_path / "w.jsonl", 1, ["similarity"], [4], "truth", tmp_path / "out" / "arms",
+                                     models), models, tmp_path / "out")
+    with pytest.raises(Exception, match="other settings"):
+        changed.prepare()
 
 
 def test_the_original_deepresearcher_file_loads_whole():
@@ -265,7 +271,7 @@ def test_a_run_cut_off_before_its_case_is_finished_from_its_checkpoint(tmp_path)
     make_world(seed=6, out=tmp_path / "w.jsonl", families=1, tasks=2)
     tasks = load_tasks(tmp_path / "w.jsonl")
     runner = Benchmark(tasks, settings_for(tmp_path / "w.jsonl", 1, ["similarity"], [4], "truth",
-                                           tmp_path / "out" / "arms"), Context(), tmp_path / "out")
+                                           tmp_path / "out" / "arms", Context()), Context(), tmp_path / "out")
     runner.prepare()
     arm = runner.arms[0]
     ctx = runner.contexts[arm.key]

@@ -150,3 +150,15 @@ def test_sessions_outlive_a_run_and_serve_the_next(graph, ctx, numbers_file):
     out = run(graph, ctx, "What is the total of the numbers in the attached file?", files=[numbers_file], thread="b")
     assert out["final_answer"] == "49"
     assert {s.key: (s.starts, s.generation) for s in SESSIONS.open_sessions()} == before  # reused, not restarted
+
+
+def test_a_slow_call_is_an_error_not_a_crash(toolbox_for, monkeypatch):
+    from memento.mcp_servers import client
+
+    box = toolbox_for({"crashy": CRASHY})
+    first = pid_of(box)
+    monkeypatch.setattr(client, "CALL_TIMEOUT_S", 1.0)
+    out = call(box, "slow", seconds=4)
+    assert out.status == "error" and "timed out after 1 s" in out.text
+    monkeypatch.setattr(client, "CALL_TIMEOUT_S", 300.0)
+    assert pid_of(box) == first  # not restarted: other runs' calls on the shared server go on
