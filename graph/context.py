@@ -90,6 +90,9 @@ class Context:
     torch_threads: int = field(default=1, metadata={
         "description": "Threads torch may use for a run's work (one query encoding, a small Q update): more "
                        "only fight other processes on a busy machine. 0 leaves torch's default (every core)."})
+    retrieval_temperature: float = field(default=0.3, metadata={
+        "description": "Exploration in parametric retrieval: the shown cases are drawn from softmax(logit(Q) / T) "
+                       "without replacement; 0 always shows the K highest Q."})
     retriever_device: str = field(default="auto", metadata={
         "description": "Device for the Q-retriever: cpu, cuda, cuda:N, mps or auto (a GPU when there is one)."})
     retriever_path: str = field(default="", metadata={
@@ -124,6 +127,8 @@ class Context:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.retrieval_temperature, (int, float)) or self.retrieval_temperature < 0:
+            raise ConfigError(f"setting retrieval_temperature must be a number >= 0, got {self.retrieval_temperature!r}")
         if self.structured_output_method not in {"function_calling", "json_schema", "json_mode"}:
             raise ConfigError("setting structured_output_method must be function_calling, json_schema or json_mode, "
                               f"got {self.structured_output_method!r}")

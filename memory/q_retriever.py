@@ -15,6 +15,7 @@ import copy
 import os
 import tempfile
 import threading
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,6 +187,19 @@ class QRetriever:
     def trained(self) -> bool:
         """Whether any gradient step was taken (an untrained network ranks at random)."""
         return self.updates > 0
+
+    def choose(self, q: np.ndarray, k: int, temperature: float, key: str = "") -> np.ndarray:
+        """Indices of the k cases to show, in order: drawn without replacement from the policy
+        mu(c | s) = softmax(logit(Q) / temperature) (the Gumbel top-k trick), the paper's
+        maximum-entropy retrieval policy, so cases the network undervalues are still shown now
+        and then and their value learned; temperature 0 takes the k highest Q. The draw is seeded
+        by the task and the number of updates so far: the same history gives the same choice."""
+        q = np.clip(np.asarray(q, np.float64), 1e-6, 1 - 1e-6)
+        scores = np.log(q) - np.log1p(-q)
+        if temperature > 0 and len(q) > 1:
+            rng = np.random.default_rng([self.updates, zlib.crc32(key.encode("utf-8"))])
+            scores = scores / temperature + rng.gumbel(size=len(q))
+        return np.argsort(-scores, kind="stable")[:k]
 
     def q_values(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> np.ndarray:
         """Q for one task against n cases: a float array of shape (n,)."""

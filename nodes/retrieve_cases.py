@@ -66,6 +66,6 @@ def select_cases(ctx: Context, task: str) -> list[RetrievedCase]:
         return found.cases[:ctx.top_k]
     retriever = retriever_for(ctx)
     q = retriever.q_values(query, found.task_embeddings, found.plan_embeddings)
-    # An untrained network ranks at random: until its first update, keep the similarity order.
-    order = np.argsort(-q, kind="stable") if retriever.trained else np.arange(len(q))
+    # An untrained network has nothing to add: until its first update, keep the similarity order.
+    order = retriever.choose(q, ctx.top_k, ctx.retrieval_temperature, task) if retriever.trained else np.arange(len(q))
     return [found.cases[i].model_copy(update={"q": round(float(q[i]), 4)}) for i in order[:ctx.top_k]]

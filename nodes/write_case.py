@@ -82,22 +82,19 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
            abandoned: list[str]) -> tuple[list[str], list[float], bool]:
     """(case ids, reward for each, whether the planner's citations decided it).
 
-    A cited case's label says whether its advice held. The prompt offers successes to follow
-    and failures to avoid, so a cited success was followed: the final plan's carry the run's
-    reward, those of a replaced plan 0 (followed, and it did not work). A cited failure was
-    avoided: that held when the run succeeded (label 1); when it failed, the avoidance may or
-    may not have been right, so it gets no label. Cases shown but not cited say nothing about
-    their use and get none. When the planner cited nothing at all, every shown case carries the
-    run's reward (the paper's rule)."""
+    The cases cited for the final plan (or the answer) carry the run's reward. Of those cited
+    only for a plan that was replaced, the successes (the prompt offers them to follow) carry 0:
+    followed, and it did not work; the failures (offered to avoid) get no label, since avoiding
+    them may have been right while the plan went wrong elsewhere. Cases shown but not cited say
+    nothing about their use and get none. When the planner cited nothing at all, every shown case
+    carries the run's reward (the paper's rule)."""
     by_id = {c["id"]: c for c in cases_used}
     final = [i for i in by_id if i in set(cited)]
     replaced = [i for i in by_id if i in set(abandoned) and i not in set(cited)]
     if not final and not replaced:
         return list(by_id), [reward] * len(by_id), False
     success = {i: by_id[i]["reward"] >= SUCCESS_THRESHOLD for i in by_id}
-    labels = [(i, reward) for i in final if success[i]]
-    labels += [(i, 1.0) for i in final if not success[i] and reward >= SUCCESS_THRESHOLD]
-    labels += [(i, 0.0) for i in replaced if success[i]]
+    labels = [(i, reward) for i in final] + [(i, 0.0) for i in replaced if success[i]]
     return [i for i, _ in labels], [r for _, r in labels], True
 
 

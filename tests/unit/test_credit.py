@@ -19,9 +19,9 @@ def test_cited_cases_carry_the_reward_abandoned_ones_zero_and_uncited_ones_nothi
     assert by_citation and dict(zip(ids, rewards)) == {"f1": 1.0, "s2": 0.0}
 
 
-def test_a_failed_run_labels_followed_successes_zero_and_leaves_avoided_failures_unlabelled():
-    ids, rewards, by_citation = credit(SHOWN, 0.0, ["f1", "s1"], ["s2"])
-    assert by_citation and dict(zip(ids, rewards)) == {"s1": 0.0, "s2": 0.0}
+def test_a_replaced_plans_failures_get_no_label():
+    ids, rewards, by_citation = credit(SHOWN, 1.0, ["s1"], ["s2", "f1"])
+    assert by_citation and dict(zip(ids, rewards)) == {"s1": 1.0, "s2": 0.0}  # f1: avoided in a replaced plan
 
 
 def test_a_new_plan_abandons_the_last_plans_citations():
