@@ -15,7 +15,7 @@ def _seed(bank, n):
 
 
 def test_parametric_run_reranks_learns_online_and_persists(graph, ctx):
-    ctx = ctx.replace(retrieval_mode="parametric", candidates=8, retriever_steps=5)
+    ctx = ctx.replace(retrieval_mode="parametric", candidates=8, retriever_steps=5, retrieval_temperature=0)
     _seed(case_bank_for(ctx), 20)
     out = run(graph, ctx, "What is 6 * 7 + 1?", ground_truth="43")
     assert out["reward"] == 1.0 and len(out["cases_used"]) == 4

@@ -151,3 +151,15 @@ def test_a_checkpoint_from_another_encoder_is_refused(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(RetrieverError, match="cannot be read"):
         QRetriever.load(path, "all-MiniLM-L6-v2", "cpu")
+
+
+def test_choosing_cases_greedy_or_by_the_softmax_policy():
+    retriever = QRetriever(4, "enc")
+    q = np.array([0.2, 0.9, 0.5, 0.6])
+    assert list(retriever.choose(q, 4, 0.0)) == [1, 3, 2, 0]  # temperature 0: highest Q first
+    assert list(retriever.choose(q, 2, 0.3, "task")) == list(retriever.choose(q, 2, 0.3, "task"))  # seeded
+    close = np.array([0.2, 0.65, 0.5, 0.6])  # near-ties are where the policy explores
+    firsts = [retriever.choose(close, 1, 0.3, f"task {n}")[0] for n in range(400)]
+    counts = np.bincount(firsts, minlength=4)
+    assert counts[1] == counts.max() and counts[1] < 400  # the best case leads most often, not always
+    assert counts[3] > counts[2] > counts[0]  # and a better case more often than a worse one
