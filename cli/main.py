@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -15,6 +16,13 @@ from memento.graph.context import ConfigError, Context, load_context
 
 EXIT_RUN_ERROR = 1
 EXIT_CONFIG = 2
+EXIT_WAITING = 3  # the run stopped at an approval point: answer with `memento resume`
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run is checkpointed and `memento resume` continues it."""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -45,13 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ground-truth", metavar="TEXT", help="expected answer; scores the run without the judge")
     run.add_argument("--thread-id", metavar="ID", help="thread id for the run's checkpoints (default: a new one)")
     run.add_argument("--json", action="store_true", help="print the outcome as JSON (progress goes to stderr)")
+    run.add_argument("--approve-plan", action="store_true", help="ask for approval of the first plan")
+    run.add_argument("--approve-replans", action="store_true", help="ask for approval of each new plan")
+    run.add_argument("--approve-case", action="store_true", help="ask for approval of the case before it is stored")
+    run.add_argument("--approve-tool", action="append", default=[], metavar="PATTERN",
+                     help="ask for approval of calls of this tool (a name or glob pattern; repeatable)")
+    run.add_argument("--interactive", action="store_true",
+                     help="answer approvals at the terminal instead of exiting with status 3")
     _model_options(run)
 
     resume = commands.add_parser("resume", parents=[common], help="resume an interrupted run",
                                  description="Resume a run from its last checkpoint and finish it.")
     resume.add_argument("thread_id", metavar="THREAD_ID", help="the thread id the run printed")
     resume.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    answer = resume.add_mutually_exclusive_group()
+    answer.add_argument("--approve", action="store_true", help="approve what the waiting run asks")
+    answer.add_argument("--reject", metavar="WHY", help="reject it, saying why (the planner or executor sees it; "
+                                                        "a rejected case is discarded)")
+    answer.add_argument("--edit", metavar="FILE.json", help="answer with an edit: the new arguments, e.g. "
+                                                            '{"subtasks": [...]} or {"reward": 0.5}, or {"decisions": [...]}')
+    resume.add_argument("--interactive", action="store_true", help="answer approvals at the terminal")
     _model_options(resume)
+
+    threads = commands.add_parser("threads", parents=[common], help="list runs and what waiting ones ask",
+                                  description="List the threads in the data folder's checkpoints, most recent "
+                                              "first: id, task, status (running, waiting, done, failed), age.")
+    threads.add_argument("--waiting", action="store_true", help="only threads waiting for approval")
+    threads.add_argument("--limit", type=int, metavar="N", help="show at most N threads")
+    threads.add_argument("--json", action="store_true", help="print a JSON list (a waiting thread with its interrupt)")
 
     demo = commands.add_parser("demo", parents=[common], help="run the offline demo",
                                description="Run related tasks offline with the simulated model and show the "
@@ -118,18 +147,47 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _context(args: argparse.Namespace) -> Context:
-    return load_context(args.config, **_overrides(args))
+    ctx = load_context(args.config, **_overrides(args))
+    flags = {key: True for key in ("plan", "replans", "case") if getattr(args, f"approve_{key}", False)}
+    if flags or getattr(args, "approve_tool", None):
+        policy = ctx.to_dict()["approval"]
+        policy["tools"] |= {pattern: ["approve", "edit", "reject"] for pattern in args.approve_tool}
+        ctx = ctx.replace(approval={**policy, **flags})
+    return ctx
 
 
-def _finish(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool) -> int:
+def _answer_options(args: argparse.Namespace) -> list[str]:
+    """The options a printed `memento resume` command needs to find this run again."""
+    options = []
+    if args.data_dir:
+        options += ["--data-dir", args.data_dir]
+    if args.config:
+        options += ["--config", args.config]
+    return options
+
+
+def _drive(ctx: Context, thread_id: str, graph_input: Any, args: argparse.Namespace) -> int:
+    """Run until the thread ends; at an approval, ask at the terminal (--interactive) or say what
+    is asked and how to answer, and exit with EXIT_WAITING."""
+    from langgraph.types import Command
+
+    from memento.cli.approval import ask_terminal, print_waiting
     from memento.cli.render import print_outcome
+    from memento.cli.runner import progress_stream, stream_run
 
-    print_outcome(state, thread_id, ctx, as_json)
-    return EXIT_RUN_ERROR if state.get("error") else 0
+    out = progress_stream(args.json)
+    while True:
+        outcome = stream_run(ctx, thread_id, graph_input, out)
+        if outcome.status != "waiting":
+            print_outcome(outcome.state, thread_id, ctx, args.json)
+            return EXIT_RUN_ERROR if outcome.status == "failed" else 0
+        if not args.interactive:
+            print_waiting(sys.stdout, thread_id, outcome.request, _answer_options(args), args.json)
+            return EXIT_WAITING
+        graph_input = Command(resume=ask_terminal(outcome.request, ctx.max_subtasks, out=out))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from memento.cli.runner import progress_stream, stream_run
     from memento.llm.factory import check_model_settings
     from memento.nodes.retrieve_cases import unreadable_file
 
@@ -139,26 +197,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem := unreadable_file(files):
         raise ConfigError(problem)
     thread_id = args.thread_id = args.thread_id or str(uuid.uuid4())
-    out = progress_stream(args.json)
-    print(f"[memento] thread {thread_id}", file=out, flush=True)
-    state = stream_run(ctx, thread_id, {"task": args.task, "files": files, "ground_truth": args.ground_truth}, out)
-    return _finish(state, thread_id, ctx, args.json)
+    print(f"[memento] thread {thread_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
+    return _drive(ctx, thread_id, {"task": args.task, "files": files, "ground_truth": args.ground_truth}, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from memento.cli.runner import progress_stream, resume_context, stream_run
+    from langgraph.types import Command
+
+    from memento.cli.approval import print_waiting, response_from_options
+    from memento.cli.render import print_outcome
+    from memento.cli.runner import progress_stream, resume_context, thread_status
     from memento.llm.factory import check_model_settings
 
     ctx, snapshot = resume_context(_context(args), args.thread_id, _overrides(args), args.config)
     check_model_settings(ctx)
     out = progress_stream(args.json)
-    if snapshot.next:
-        print(f"[memento] resuming thread {args.thread_id} at {', '.join(snapshot.next)}", file=out, flush=True)
-        state = stream_run(ctx, args.thread_id, None, out)
-    else:
-        print(f"[memento] thread {args.thread_id} already finished", file=out, flush=True)
-        state = dict(snapshot.values)
-    return _finish(state, args.thread_id, ctx, args.json)
+    status = thread_status(snapshot)
+    answered = args.approve or args.reject is not None or args.edit is not None
+    if status == "waiting":
+        request = snapshot.interrupts[0].value
+        if answered:
+            response = response_from_options(request, args.approve, args.reject, args.edit, ctx.max_subtasks)
+            print(f"[memento] answering thread {args.thread_id} ({request.get('point')})", file=out, flush=True)
+            return _drive(ctx, args.thread_id, Command(resume=response), args)
+        if args.interactive:
+            return _drive(ctx, args.thread_id, None, args)
+        print(f"[memento] thread {args.thread_id} waits for approval", file=out, flush=True)
+        print_waiting(sys.stdout, args.thread_id, request, _answer_options(args), args.json)
+        return EXIT_WAITING
+    if answered:
+        raise ConfigError(f"thread {args.thread_id} is not waiting for approval (it is {status}): "
+                          "resume it without --approve, --reject or --edit")
+    if snapshot.tasks:
+        where = ", ".join(dict.fromkeys(t.name for t in snapshot.tasks))
+        print(f"[memento] resuming thread {args.thread_id} at {where}", file=out, flush=True)
+        return _drive(ctx, args.thread_id, None, args)
+    print(f"[memento] thread {args.thread_id} already finished", file=out, flush=True)
+    print_outcome(dict(snapshot.values), args.thread_id, ctx, args.json)
+    return EXIT_RUN_ERROR if status == "failed" else 0
+
+
+def cmd_threads(args: argparse.Namespace) -> int:
+    from memento.cli.render import thread_row
+    from memento.cli.runner import list_threads
+
+    rows = list_threads(_context(args), waiting_only=args.waiting, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no threads" + (" waiting for approval" if args.waiting else ""))
+    for row in rows:
+        print(thread_row(row))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -272,7 +363,7 @@ def cmd_retriever(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "demo": cmd_demo, "cases": cmd_cases,
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "threads": cmd_threads, "demo": cmd_demo, "cases": cmd_cases,
             "retriever": cmd_retriever, "bench": cmd_bench}
 
 
@@ -283,10 +374,15 @@ def _fail(args: argparse.Namespace, message: str) -> None:
         print(json.dumps({"status": "error", "error": message}))
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     from memento.bench.tasks import TaskFileError
     from memento.llm.factory import ModelError
     from memento.mcp_servers.client import ToolServerError
@@ -309,13 +405,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"memento: the run is checkpointed; fix the cause, then `memento resume {args.thread_id}`",
                   file=sys.stderr)
         return EXIT_RUN_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
         if args.command == "bench":
             print("memento: interrupted; run the same command to continue", file=sys.stderr)
-            return 130
-        thread = getattr(args, "thread_id", None) or "THREAD_ID"
-        print(f"memento: interrupted; continue with `memento resume {thread}`", file=sys.stderr)
-        return 130
+            return code
+        if getattr(args, "thread_id", None):
+            print(f"memento: interrupted; continue with `memento resume {args.thread_id}`", file=sys.stderr)
+        return code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -10,7 +10,7 @@ from memento.graph.context import Context
 from memento.memory.case import Case
 
 
-def _one_line(text: str, width: int = 100) -> str:
+def one_line(text: str, width: int = 100) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
@@ -24,38 +24,47 @@ class Progress:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self._args: dict[str, str] = {}
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
     def custom(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "cases":
+        if kind == "cases_retrieved":
             self.say(f"  cases: {event['count']} retrieved, {event['successes']} successful")
-        elif kind == "subtask":
-            self.say(f"  subtask {event['index']}/{event['of']} (cycle {event['cycle']}): {_one_line(event['subtask'])}")
-        elif kind == "tool":
-            args = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
-            self.say(f"    tool {event['name']}({_one_line(args, 60)}) -> {event['status']}: "
-                     f"{_one_line(event['output'], 60)}")
+        elif kind == "subtask_started":
+            self.say(f"  subtask {event['index']}/{event['of']} (cycle {event['cycle']}): {one_line(event['subtask'])}")
+        elif kind == "tool_call":
+            self._args[event["id"]] = ", ".join(f"{k}={v!r}" for k, v in event["args"].items())
+        elif kind == "tool_result":
+            args = self._args.pop(event["id"], "")
+            self.say(f"    tool {event['name']}({one_line(args, 60)}) -> {event['status']}: "
+                     f"{one_line(event['output'], 60)}")
+        elif kind == "approval_requested" and event.get("error"):
+            self.say(f"  the last answer was refused: {event['error']}")
         elif kind == "case_written":
             self.say(f"  case {event['case_id']} written, reward {event['reward']:g}")
+        elif kind == "case_discarded":
+            self.say("  case discarded by the reviewer: nothing written, nothing learned")
 
     def update(self, node: str, values: dict[str, Any] | None) -> None:
         values = values or {}
         if node == "__interrupt__":
-            self.say("[paused] the run is waiting for input")
+            points = ", ".join(str(i.value.get("point", "input")) if isinstance(i.value, dict) else "input"
+                               for i in values)
+            self.say(f"[paused] waiting for approval: {points}")
             return
         detail = ""
         if values.get("error"):
             detail = f"error: {values['error']}"
         elif node in ("plan", "replan") and values.get("final_answer") is not None:
-            detail = f"final answer: {_one_line(values['final_answer'])}"
+            detail = f"final answer: {one_line(values['final_answer'])}"
         elif node in ("plan", "replan") and values.get("plan"):
-            steps = "; ".join(f"{i}. {_one_line(s, 60)}" for i, s in enumerate(values["plan"], 1))
+            steps = "; ".join(f"{i}. {one_line(s, 60)}" for i, s in enumerate(values["plan"], 1))
             detail = f"plan for cycle {values['cycle']}: {steps}"
         elif node == "execute_subtask" and values.get("results"):
-            detail = f"result: {_one_line(values['results'][-1]['result'])}"
+            detail = f"result: {one_line(values['results'][-1]['result'])}"
         elif node == "write_case" and values.get("score"):
             detail = f"scored by {values['score']['scored_by']}"
         self.say(f"[{node}] {detail}".rstrip())
@@ -64,8 +73,9 @@ class Progress:
 def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool, out: TextIO = sys.stdout) -> None:
     roles = simulated_roles(ctx)
     if as_json:
-        keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "error")
-        payload = {"thread_id": thread_id, **{k: state.get(k) for k in keys},
+        keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "case_discarded", "error")
+        payload = {"status": "failed" if state.get("error") else "done", "thread_id": thread_id,
+                   **{k: state.get(k) for k in keys},
                    "cases_used": [{"id": c["id"], "similarity": c["similarity"], "reward": c["reward"]}
                                   for c in state.get("cases_used", [])],
                    "simulated_roles": roles}
@@ -78,11 +88,13 @@ def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: 
         print(f"answer: {state.get('final_answer')}{label}", file=out)
         if state.get("reward") is not None:
             print(f"reward: {state['reward']:g} ({state['score']['scored_by']})", file=out)
+        if state.get("case_discarded"):
+            print("case: discarded by the reviewer (nothing stored, nothing learned)", file=out)
     print(f"thread: {thread_id}", file=out)
 
 
 def case_row(case: Case) -> str:
-    return f"{case.id[:8]}  {case.reward:>6g}  {case.created_at[:19]}  {_one_line(case.task, 70)}"
+    return f"{case.id[:8]}  {case.reward:>6g}  {case.created_at[:19]}  {one_line(case.task, 70)}"
 
 
 def case_text(case: Case) -> str:
@@ -91,3 +103,13 @@ def case_text(case: Case) -> str:
             f"final answer: {case.final_answer}\nthread:       {case.thread_id or '-'}\n"
             f"created:      {case.created_at}\nupdated:      {case.updated_at}\nplan:\n{plan}\n"
             f"results:\n  " + case.result_summary.replace("\n", "\n  "))
+
+
+def thread_row(row: dict[str, Any]) -> str:
+    age = row["age_s"]
+    ago = f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}m" if age < 7200 else f"{age / 3600:.0f}h"
+    line = f"{row['thread_id']}  {row['status']:<8} {ago:>5} ago  {one_line(row.get('task') or '', 60)}"
+    if row["status"] == "waiting":
+        actions = ", ".join(a["name"] for a in row["interrupt"]["action_requests"])
+        line += f"\n    asks: {row['interrupt'].get('point', '?')} ({actions})"
+    return line

@@ -1,7 +1,11 @@
 """The Memento graph:
 
-    START -> retrieve_cases -> plan -> execute_subtask (once per subtask) -> replan
-          -> (new plan) execute_subtask ... | (final answer) write_case -> END
+    START -> retrieve_cases -> plan -> [review_plan] -> execute_subtask (once per subtask) -> replan
+          -> (new plan) [review_plan] -> execute_subtask ... | (final answer) write_case -> END
+
+`review_plan` runs only when the approval policy asks for the plan; a rejected plan goes back to
+`replan` with the reviewer's feedback. Tool calls and the case are approved inside
+`execute_subtask` and `write_case`.
 
 `build_graph(checkpointer=...)` is for library use; the module-level `graph`, compiled
 without a checkpointer, is what `langgraph dev` serves (it brings its own persistence).
@@ -9,18 +13,35 @@ without a checkpointer, is what `langgraph dev` serves (it brings its own persis
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Checkpointer
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer, StreamMode
 
 from memento.graph.context import Context
-from memento.graph.routing import after_execute, after_planning, after_retrieve
+from memento.graph.routing import after_execute, after_planning, after_retrieve, after_review
 from memento.graph.state import InputState, OutputState, State
-from memento.nodes import execute_subtask, plan, replan, retrieve_cases, write_case
+from memento.nodes import execute_subtask, plan, replan, retrieve_cases, review_plan, write_case
 
-NODES = ("retrieve_cases", "plan", "execute_subtask", "replan", "write_case")
+NODES = ("retrieve_cases", "plan", "review_plan", "execute_subtask", "replan", "write_case")
+
+
+def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """`node`, sending `node_started` and `node_finished` events to the `custom` stream. A node
+    stopped by an interrupt, or run again on a resume, starts again: its `node_started` repeats."""
+    @functools.wraps(node)
+    def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        emit = get_stream_writer()
+        emit({"event": "node_started", "node": name})
+        update = node(state, runtime)
+        emit({"event": "node_finished", "node": name, "keys": sorted(update)})
+        return update
+
+    return run
 
 
 def build_graph(
@@ -30,23 +51,29 @@ def build_graph(
     interrupt_before: Sequence[str] | None = None,
     interrupt_after: Sequence[str] | None = None,
     name: str = "memento",
+    stream_mode: StreamMode = "values",
 ) -> CompiledStateGraph:
-    """Compile the Memento graph. Pass a checkpointer (e.g. SqliteSaver) to make runs resumable."""
+    """Compile the Memento graph. Pass a checkpointer (e.g. SqliteSaver) to make runs resumable.
+
+    `stream_mode` is what `.stream()` yields when no mode is asked for. It is "values" (the whole
+    state after each step), not StateGraph's "updates", so that a step chained after the graph
+    (`first | graph | next_step`) receives the finished state when the chain streams."""
     builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("retrieve_cases", retrieve_cases)
-    builder.add_node("plan", plan)
-    builder.add_node("execute_subtask", execute_subtask)
-    builder.add_node("replan", replan)
-    builder.add_node("write_case", write_case)
+    for node_name, node in (("retrieve_cases", retrieve_cases), ("plan", plan), ("review_plan", review_plan),
+                            ("execute_subtask", execute_subtask), ("replan", replan), ("write_case", write_case)):
+        builder.add_node(node_name, reported(node_name, node))
 
     builder.add_edge(START, "retrieve_cases")
     builder.add_conditional_edges("retrieve_cases", after_retrieve)
     builder.add_conditional_edges("plan", after_planning)
+    builder.add_conditional_edges("review_plan", after_review)
     builder.add_conditional_edges("execute_subtask", after_execute)
     builder.add_conditional_edges("replan", after_planning)
     builder.add_edge("write_case", END)
-    return builder.compile(checkpointer=checkpointer, store=store, name=name,
-                           interrupt_before=interrupt_before, interrupt_after=interrupt_after)
+    compiled = builder.compile(checkpointer=checkpointer, store=store, name=name,
+                               interrupt_before=interrupt_before, interrupt_after=interrupt_after)
+    compiled.stream_mode = stream_mode
+    return compiled
 
 
 graph = build_graph()

@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from memento.graph.approval import ApprovalPolicy, PolicyError, parse_policy, policy_dict
+
 
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the setting and what to do."""
@@ -120,6 +122,12 @@ class Context:
     mcp_servers: dict[str, dict[str, Any]] = field(default_factory=default_mcp_servers, metadata={
         "description": "MCP tool servers for the executor, as langchain-mcp-adapters connections."})
 
+    approval: dict[str, Any] = field(default_factory=lambda: {"plan": False, "replans": False, "case": False,
+                                                              "tools": []}, metadata={
+        "description": "Human approval points: plan (the first plan), replans (each new plan), case (the case "
+                       "before it is stored), tools (names or glob patterns of tools whose calls need approval, "
+                       "or a table pattern = allowed decisions). Each asks with an interrupt."})
+
     def __post_init__(self) -> None:
         for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1), ("top_k", 0),
                           ("candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
@@ -135,6 +143,15 @@ class Context:
         if self.retrieval_mode not in {"similarity", "parametric", "none"}:
             raise ConfigError(f"setting retrieval_mode must be similarity, parametric or none, "
                               f"got {self.retrieval_mode!r}")
+        try:
+            self._policy = parse_policy(self.approval)
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def policy(self) -> ApprovalPolicy:
+        """The `approval` setting, parsed."""
+        return self._policy
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else Path(platformdirs.user_data_dir("memento"))
@@ -152,7 +169,7 @@ class Context:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"approval": policy_dict(self.policy)}
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(Context))
@@ -170,7 +187,7 @@ def context_from_dict(values: dict[str, Any], source: str = "settings") -> Conte
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config. Tables group settings for readability; `[mcp_servers.NAME]` tables
-    define tool servers. Every other key is a `Context` field."""
+    define tool servers and `[approval]` is the approval policy. Every other key is a `Context` field."""
     path = Path(path).expanduser()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -180,7 +197,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not readable TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key == "mcp_servers" or not isinstance(value, dict):
+        if key in ("mcp_servers", "approval") or not isinstance(value, dict):
             values[key] = value
         else:
             values.update(value)

@@ -67,4 +67,12 @@ class State(InputState, OutputState):
     `ground_truth` here and clears them: LangGraph keeps any key a new input leaves out, and a
     thread reused for a new task must not inherit the last task's files or ground truth."""
     run_ground_truth: str | None
+    plan_review: bool
+    """The current plan waits for human approval before it runs (`review_plan`)."""
+    plan_rejected: bool
+    """A reviewer rejected the last plan: `replan` plans again, and the new plan is reviewed too."""
+    review_feedback: list[str]
+    """What human reviewers said when they rejected a plan; the planner sees it from then on."""
+    case_discarded: bool
+    """A reviewer discarded the case: nothing was written and the retriever learned nothing."""
 

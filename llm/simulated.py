@@ -53,7 +53,7 @@ _DONT_KNOW = re.compile(r"^\s*(i don't know|unknown|error)", re.IGNORECASE)
 # The section titles the prompts use (`nodes/prompts.py`): a `# ` line inside a tool result or
 # a document is content, not a section.
 _TITLES = ("Task", "Attached files", "Successful past cases", "Failed past cases", "Results so far", "Instruction",
-           "Overall task", "Earlier results", "Subtask", "Answer")
+           "Reviewer feedback", "Overall task", "Earlier results", "Subtask", "Answer")
 _BLOCK = re.compile(r"^## (?=Cycle \d+, subtask \d+: |Subtask \d+: |Case \d+ \()", re.MULTILINE)
 
 
@@ -166,6 +166,15 @@ class SimulatedChatModel(BaseChatModel):
 
     # -- planner ------------------------------------------------------------------------
     def _planner(self, messages: list[BaseMessage]) -> AIMessage:
+        reply = self._decide(messages)
+        # A reviewer's feedback is read (its reasoning says so), though its narrow skills cannot act on it.
+        feedback = _section(sections(self._prompt(messages)), "Reviewer feedback").splitlines()
+        if feedback and reply.tool_calls:
+            args = reply.tool_calls[0]["args"]
+            args["reasoning"] = f"{args.get('reasoning', '')} (after reviewer feedback: {feedback[-1].lstrip('- ')})"
+        return reply
+
+    def _decide(self, messages: list[BaseMessage]) -> AIMessage:
         retried = len(messages) > 2  # a retry appends the invalid reply and the complaint
         forced_final = "PlannerDecision" not in self.tool_names
         schema = "FinalAnswer" if forced_final else "PlannerDecision"

@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.config import get_stream_writer
+from langgraph.func import task
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
@@ -28,12 +29,63 @@ def run_workspace(ctx: Context, run_id: str) -> Path:
     return (ctx.resolved_data_dir() / "workspaces" / run_id).absolute()
 
 
+@task(name="executor_model")
+def executor_turn(ctx: Context, model: Any, messages: list[BaseMessage]) -> AIMessage:
+    """One executor model call. A task: its reply is checkpointed, so a node that runs again after
+    an approval (or a crash) reads it back instead of asking the model again."""
+    with model_call(ctx, "executor"):
+        return model.invoke(messages)
+
+
+@task(name="tool_call")
+def tool_call(toolbox: Toolbox, call: dict[str, Any], max_chars: int) -> ToolMessage:
+    """One tool call, checkpointed like `executor_turn`: no tool runs twice because a node re-ran."""
+    emit = get_stream_writer()
+    emit({"event": "tool_call", "name": call["name"], "args": call["args"], "id": call["id"]})
+    outcome = toolbox.call(call, max_chars)
+    emit({"event": "tool_result", "name": call["name"], "id": call["id"], "status": outcome.status,
+          "output": outcome.text[:200]})
+    return outcome
+
+
+def rejected(call: dict[str, Any], message: str) -> ToolMessage:
+    reason = message or "no reason given"
+    return ToolMessage(f"not run: a human reviewer rejected this call ({reason})", tool_call_id=call["id"],
+                       name=call["name"], status="error")
+
+
+def run_calls(ctx: Context, toolbox: Toolbox, wanted: list[dict[str, Any]]) -> list[tuple[dict[str, Any], ToolMessage, str]]:
+    """Run one executor turn's tool calls in order: (the call as run, its result, status).
+
+    The calls the approval policy names are asked about together, one decision each, before any
+    of the turn's calls runs; an edited call runs with the reviewer's arguments, a rejected one
+    returns the reviewer's reason as the tool's error."""
+    from memento.graph.approval import tools_request
+    from memento.nodes.review import ask
+
+    allowed = [ctx.policy.tool_decisions(call["name"]) for call in wanted]
+    asked = [(call, a) for call, a in zip(wanted, allowed) if a is not None]
+    decisions = iter(ask(tools_request([c for c, _ in asked], [a for _, a in asked]), ctx.max_subtasks)
+                     if asked else [])
+    done = []
+    for call, needs in zip(wanted, allowed):
+        decision = next(decisions) if needs is not None else {"type": "approve"}
+        if decision["type"] == "reject":
+            done.append((call, rejected(call, decision["message"]), "rejected"))
+            continue
+        if decision["type"] == "edit":
+            call = {**call, "args": decision["edited_action"]["args"]}
+        outcome = tool_call(toolbox, call, ctx.max_result_chars).result()
+        done.append((call, outcome, outcome.status))
+    return done
+
+
 def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = context_of(runtime)
     index = state["next_subtask"]
     subtask = state["plan"][index]
     emit = get_stream_writer()
-    emit({"event": "subtask", "cycle": state["cycle"], "index": index + 1, "of": len(state["plan"]),
+    emit({"event": "subtask_started", "cycle": state["cycle"], "index": index + 1, "of": len(state["plan"]),
           "subtask": subtask})
     model = make_chat_model(ctx, "executor")
     messages: list[BaseMessage] = [
@@ -47,30 +99,26 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         ctx.mcp_servers, allowed_paths=[*(state.get("run_files") or []), str(workspace)], workspace=str(workspace)))
     bound = model.bind_tools(toolbox.tools) if toolbox.tools else model
     while True:
-        with model_call(ctx, "executor"):
-            reply: AIMessage = bound.invoke(messages)
+        reply: AIMessage = executor_turn(ctx, bound, messages).result()
         messages.append(reply)
         if not reply.tool_calls:
             break
-        for call in reply.tool_calls:
-            if len(calls) >= ctx.max_tool_calls:
-                outcome = ToolMessage("not run: the tool-call budget for this subtask is used up",
-                                      tool_call_id=call["id"], name=call["name"], status="error")
-            else:
-                outcome = toolbox.call(call, ctx.max_result_chars)
-                calls.append({"name": call["name"], "args": call["args"], "status": outcome.status,
-                              "output": outcome.text[:500]})
-                emit({"event": "tool", "name": call["name"], "args": call["args"], "status": outcome.status,
-                      "output": outcome.text[:200]})
+        room = max(ctx.max_tool_calls - len(calls), 0)
+        for call, outcome, status in run_calls(ctx, toolbox, reply.tool_calls[:room]):
+            calls.append({"name": call["name"], "args": call["args"], "status": status, "output": outcome.text[:500]})
             messages.append(outcome)
+        for call in reply.tool_calls[room:]:
+            messages.append(ToolMessage("not run: the tool-call budget for this subtask is used up",
+                                        tool_call_id=call["id"], name=call["name"], status="error"))
         if len(calls) >= ctx.max_tool_calls:
             messages.append(HumanMessage(prompts.EXECUTOR_OUT_OF_TOOLS.format(max_tool_calls=ctx.max_tool_calls)))
-            with model_call(ctx, "executor"):
-                reply = model.invoke(messages)
+            reply = executor_turn(ctx, model, messages).result()
             break
     text = reply.text.strip() or "(the executor gave no result)"
     result: SubtaskResult = {
         "cycle": state["cycle"], "index": index + 1, "subtask": subtask, "result": text[:ctx.max_result_chars],
-        "tool_calls": calls, "ok": not calls or any(c["status"] != "error" for c in calls),
+        "tool_calls": calls, "ok": not calls or any(c["status"] == "success" for c in calls),
     }
+    emit({"event": "subtask_finished", "cycle": state["cycle"], "index": index + 1, "result": result["result"][:200],
+          "ok": result["ok"]})
     return {"results": [*state.get("results", []), result], "next_subtask": index + 1}

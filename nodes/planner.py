@@ -57,6 +57,8 @@ def planner_messages(state: State, ctx: Context, instruction: str) -> list[BaseM
     parts += render_cases(state.get("cases_used", []))
     if state.get("results"):
         parts.append(render_results(state))
+    if state.get("review_feedback"):
+        parts.append(prompts.FEEDBACK_SECTION.format(feedback="\n".join(f"- {f}" for f in state["review_feedback"])))
     parts.append(instruction)
     return [SystemMessage(prompts.PLANNER_SYSTEM.format(max_subtasks=ctx.max_subtasks)),
             HumanMessage("\n\n".join(parts))]
@@ -109,8 +111,12 @@ def planner_step(state: State, ctx: Context, instruction: str, schema: type[Base
     decision, error = ask_planner(ctx, planner_messages(state, ctx, instruction), schema)
     if error:
         TOOLBOXES.release(state.get("case_id"))  # the run ends here: close its tool sessions
-        return {"error": error}
-    return decision_update(state, decision)
+        return {"error": error, "plan_rejected": False}
+    update = decision_update(state, decision)
+    if "plan" in update:
+        # A plan made after a rejection is always reviewed: rejecting must not let an unreviewed plan run.
+        update["plan_review"] = ctx.policy.asks_for_plan(update["cycle"]) or bool(state.get("plan_rejected"))
+    return {**update, "plan_rejected": False}
 
 
 def cited_ids(state: State, numbers: list[int]) -> list[str]:

@@ -19,5 +19,6 @@ def replan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if cycle >= ctx.max_cycles:
         # A plan is never returned as the answer: the schema leaves the planner no other choice.
         return planner_step(state, ctx, prompts.FINAL_INSTRUCTION.format(max_cycles=ctx.max_cycles), FinalAnswer)
-    instruction = prompts.REPLAN_INSTRUCTION.format(cycle=cycle, max_cycles=ctx.max_cycles)
+    template = prompts.REJECTED_INSTRUCTION if state.get("plan_rejected") else prompts.REPLAN_INSTRUCTION
+    instruction = template.format(cycle=cycle, max_cycles=ctx.max_cycles)
     return planner_step(state, ctx, instruction, PlannerDecision)

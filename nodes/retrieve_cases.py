@@ -35,7 +35,8 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "case_id": str(uuid.uuid4()), "cases_used": [], "plan": [], "plans": [],
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
         "reward": None, "score": None, "error": None, "case_written": False, "cited_cases": [],
-        "abandoned_cases": [],
+        "abandoned_cases": [], "plan_review": False, "plan_rejected": False, "review_feedback": [],
+        "case_discarded": False,
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
@@ -48,7 +49,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     with torch_threads(ctx.torch_threads):
         cases = select_cases(ctx, state["task"])
     update["cases_used"] = [case.model_dump() for case in cases]
-    get_stream_writer()({"event": "cases", "count": len(cases), "mode": ctx.retrieval_mode,
+    get_stream_writer()({"event": "cases_retrieved", "count": len(cases), "mode": ctx.retrieval_mode,
                          "successes": sum(case.success for case in cases)})
     return update
 

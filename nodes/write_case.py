@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_config, get_stream_writer
+from langgraph.func import task
 from langgraph.runtime import Runtime
 
 from memento.graph.context import Context, context_of
@@ -21,6 +23,13 @@ from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.schemas import JudgeVerdict
 
 SUMMARY_CHARS = 1500
+
+
+@task(name="judge_model")
+def judge_task(ctx: Context, task_text: str, answer: str) -> dict[str, Any]:
+    """The judge's score as a LangGraph task: checkpointed, so it is not asked twice when the node
+    runs again after the case approval."""
+    return dataclasses.asdict(judge(ctx, task_text, answer))
 
 
 def judge(ctx: Context, task: str, answer: str) -> Score:
@@ -44,6 +53,26 @@ def summarise_results(state: State) -> str:
     return summary if len(summary) <= SUMMARY_CHARS else summary[:SUMMARY_CHARS] + " ..."
 
 
+def review_case(ctx: Context, state: State, answer: str, score: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """Ask a human about the case (when the policy says so): the answer and score to store, or
+    None when the case is discarded."""
+    if not ctx.policy.case:
+        return answer, score
+    from memento.graph.approval import case_request
+    from memento.nodes.review import ask
+
+    decision = ask(case_request(state["task"], answer, score), ctx.max_subtasks)[0]
+    if decision["type"] == "reject":
+        return None
+    if decision["type"] == "edit":
+        edits = decision["edited_action"]["args"]
+        answer = edits.get("final_answer", answer)
+        if "reward" in edits:
+            score = {**score, "reward": edits["reward"], "scored_by": "human",
+                     "reason": f"set by a human reviewer (was {score['reward']:g}, {score['scored_by']})"}
+    return answer, score
+
+
 def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = context_of(runtime)
     TOOLBOXES.release(state.get("case_id"))  # the run's tools are done: close its MCP sessions
@@ -51,30 +80,35 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {}
     answer = state.get("final_answer") or ""
     truth = state.get("run_ground_truth")
-    score = score_answer(answer, truth, ctx.f1_threshold) if truth else judge(ctx, state["task"], answer)
-    update: dict[str, Any] = {"reward": score.reward, "case_written": True, "score": {
-        "reward": score.reward, "exact_match": score.exact_match, "f1": score.f1,
-        "scored_by": score.scored_by, "reason": score.reason}}
+    scored = (dataclasses.asdict(score_answer(answer, truth, ctx.f1_threshold)) if truth
+              else judge_task(ctx, state["task"], answer).result())
+    reviewed = review_case(ctx, state, answer, scored)
+    emit = get_stream_writer()
+    if reviewed is None:
+        emit({"event": "case_discarded", "case_id": state["case_id"]})
+        return {"reward": scored["reward"], "score": scored, "case_written": False, "case_discarded": True,
+                "case_id": None}
+    answer, score = reviewed
+    update: dict[str, Any] = {"reward": score["reward"], "case_written": True, "score": score, "final_answer": answer}
     if not ctx.write_cases:
         return {**update, "case_id": None}
     plans = state.get("plans") or [[]]
     case = Case(id=state["case_id"], task=state["task"], plan=plans[-1], result_summary=summarise_results(state),
-                final_answer=answer, reward=score.reward, scored_by=score.scored_by,
+                final_answer=answer, reward=score["reward"], scored_by=score["scored_by"],
                 thread_id=get_config().get("configurable", {}).get("thread_id"))
     from memento.memory.device import torch_threads  # torch: only when there is encoding to do
 
-    emit = get_stream_writer()
     with torch_threads(ctx.torch_threads):
         # The id was fixed in retrieve_cases and is checkpointed: a resumed or replayed run
         # overwrites its own case instead of adding a second one.
         bank = case_bank_for(ctx)
         bank.write(case)
-        emit({"event": "case_written", "case_id": case.id, "reward": score.reward})
+        emit({"event": "case_written", "case_id": case.id, "reward": case.reward})
         if ctx.online_learning and ctx.retrieval_mode != "none":
             learned = learn_from_run(ctx, bank, case, state.get("cases_used", []), state.get("cited_cases") or [],
                                      state.get("abandoned_cases") or [])
             if learned:
-                emit({"event": "retriever_update", **learned})
+                emit({"event": "retriever_updated", **learned})
     return update
 
 

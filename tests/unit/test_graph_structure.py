@@ -6,13 +6,15 @@ def _edges(compiled):
     return {(e.source, e.target) for e in drawn.edges}, set(drawn.nodes)
 
 
-def test_five_nodes_and_their_edges():
+def test_the_five_nodes_the_plan_review_and_their_edges():
     edges, nodes = _edges(build_graph())
     assert nodes == {"__start__", "__end__", *NODES}
-    assert set(NODES) == {"retrieve_cases", "plan", "execute_subtask", "replan", "write_case"}
+    assert set(NODES) == {"retrieve_cases", "plan", "review_plan", "execute_subtask", "replan", "write_case"}
     assert edges == {
         ("__start__", "retrieve_cases"),
         ("retrieve_cases", "plan"), ("retrieve_cases", "__end__"),
+        ("plan", "review_plan"), ("replan", "review_plan"),
+        ("review_plan", "execute_subtask"), ("review_plan", "replan"),
         ("plan", "execute_subtask"), ("plan", "write_case"), ("plan", "__end__"),
         ("execute_subtask", "execute_subtask"), ("execute_subtask", "replan"),
         ("replan", "execute_subtask"), ("replan", "write_case"), ("replan", "__end__"),
