@@ -8,11 +8,11 @@ import sys
 import pytest
 
 
-def memento(*args, env=None, timeout=300):
+def memento(*args, env=None, timeout=300, input=None):
     full_env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "memento.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+                          timeout=timeout, env=full_env, input=input)
 
 
 def one_line_error(done, *words):
