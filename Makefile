@@ -44,7 +44,7 @@ test: $(READY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 studio: $(READY)
-	$(BIN)/langgraph dev --port 2025 --no-browser
+	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true $(BIN)/langgraph dev --port 2025 --no-browser
 
 clean:
 	rm -rf $(VENV) build *.egg-info
