@@ -41,8 +41,9 @@ class Arm:
     key: str
 
     def context(self, base: Context, data_dir: Path) -> Context:
+        # A benchmark runs unattended: a config's approval points are off for it.
         return base.replace(data_dir=str(data_dir / self.key.replace("@", "-k")), write_cases=True,
-                            retrieval_mode=self.mode, top_k=self.k if self.mode != "none" else 0)
+                            retrieval_mode=self.mode, top_k=self.k if self.mode != "none" else 0, approval={})
 
 
 def make_arms(modes: list[str], ks: list[int]) -> list[Arm]:
