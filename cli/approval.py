@@ -46,13 +46,14 @@ def describe(request: dict[str, Any]) -> str:
 def answer_commands(thread_id: str, request: dict[str, Any], options: list[str]) -> list[str]:
     """The exact commands that answer `request`."""
     base = " ".join(["memento", "resume", shlex.quote(thread_id), *map(shlex.quote, options)])
-    allowed = set().union(*(c["allowed_decisions"] for c in request["review_configs"]))
+    configs = [set(c["allowed_decisions"]) for c in request["review_configs"]]
+    everywhere = set.intersection(*configs)  # --approve and --reject answer every action alike
     commands = []
-    if "approve" in allowed:
+    if "approve" in everywhere:
         commands.append(f"{base} --approve")
-    if "reject" in allowed:
+    if "reject" in everywhere:
         commands.append(f'{base} --reject "WHY"')
-    if "edit" in allowed:
+    if "edit" in set.union(*configs):
         actions = request["action_requests"]
         hint = (json.dumps(actions[0]["args"], ensure_ascii=False) if request.get("point") == "tools" and len(actions) == 1
                 else EDIT_HINTS.get(request.get("point"), "{...}"))
@@ -101,9 +102,17 @@ def response_from_options(request: dict[str, Any], approve: bool, reject: str | 
     return response
 
 
-def ask_terminal(request: dict[str, Any], max_subtasks: int, read: Callable[[str], str] = input,
+def ask_terminal(request: dict[str, Any], max_subtasks: int, read: Callable[[str], str] | None = None,
                  out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Ask at the terminal, one decision per action, until the answer is well formed."""
+    """Ask at the terminal, one decision per action, until the answer is well formed. Prompts go to
+    `out` (stderr with --json, so standard output stays one JSON object); EOFError when input ends."""
+    if read is None:
+        def read(prompt: str) -> str:
+            print(prompt, end="", file=out, flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError("standard input ended")
+            return line.rstrip("\n")
     while True:
         print(describe(request), file=out, flush=True)
         decisions = [_ask_one(request["point"], action, config, read, out)

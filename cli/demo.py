@@ -35,7 +35,7 @@ def run_demo(ctx: Context, data_dir: str | None) -> int:
     files.mkdir(parents=True, exist_ok=True)
     for name, text in REPORTS.items():
         (files / name).write_text(text, encoding="utf-8")
-    ctx = ctx.replace(data_dir=str(folder))
+    ctx = ctx.replace(data_dir=str(folder), approval={})  # the demo runs unattended
     bank = case_bank_for(ctx)
     print(f"Memento demo: {len(TASKS)} related tasks, run offline by the SIMULATED model (deterministic; not an LLM)")
     print(f"through the real graph, a real Chroma case bank, the real encoder and SQLite checkpoints in {folder}\n")
@@ -43,7 +43,7 @@ def run_demo(ctx: Context, data_dir: str | None) -> int:
     for n, (task, attached, truth) in enumerate(TASKS, 1):
         print(f"=== task {n}: {task}  (case bank holds {bank.count()} case(s))")
         graph_input = {"task": task, "files": [str(files / attached)] if attached else [], "ground_truth": truth}
-        state = stream_run(ctx, f"demo-{n}-{uuid.uuid4().hex[:8]}", graph_input, progress_out=sys.stdout)
+        state = stream_run(ctx, f"demo-{n}-{uuid.uuid4().hex[:8]}", graph_input, progress_out=sys.stdout).state
         used = state.get("cases_used", [])
         good = sum(c["reward"] >= 0.5 for c in used)
         rows.append((n, len(used), good, len(used) - good, len(state.get("plans", [])), state.get("final_answer"),

@@ -151,7 +151,10 @@ def _context(args: argparse.Namespace) -> Context:
     flags = {key: True for key in ("plan", "replans", "case") if getattr(args, f"approve_{key}", False)}
     if flags or getattr(args, "approve_tool", None):
         policy = ctx.to_dict()["approval"]
-        policy["tools"] |= {pattern: ["approve", "edit", "reject"] for pattern in args.approve_tool}
+        # Patterns given on the command line come first (the first match decides); a pattern the
+        # config already limits keeps its limits.
+        added = {pattern: policy["tools"].get(pattern, ["approve", "edit", "reject"]) for pattern in args.approve_tool}
+        policy["tools"] = added | {k: v for k, v in policy["tools"].items() if k not in added}
         ctx = ctx.replace(approval={**policy, **flags})
     return ctx
 
@@ -181,10 +184,14 @@ def _drive(ctx: Context, thread_id: str, graph_input: Any, args: argparse.Namesp
         if outcome.status != "waiting":
             print_outcome(outcome.state, thread_id, ctx, args.json)
             return EXIT_RUN_ERROR if outcome.status == "failed" else 0
-        if not args.interactive:
-            print_waiting(sys.stdout, thread_id, outcome.request, _answer_options(args), args.json)
-            return EXIT_WAITING
-        graph_input = Command(resume=ask_terminal(outcome.request, ctx.max_subtasks, out=out))
+        if args.interactive:
+            try:
+                graph_input = Command(resume=ask_terminal(outcome.request, ctx.max_subtasks, out=out))
+                continue
+            except EOFError:  # no one at the terminal after all: say what is asked, as without --interactive
+                print(file=out)
+        print_waiting(sys.stdout, thread_id, outcome.request, _answer_options(args), args.json)
+        return EXIT_WAITING
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -206,13 +213,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from memento.cli.approval import print_waiting, response_from_options
     from memento.cli.render import print_outcome
-    from memento.cli.runner import progress_stream, resume_context, thread_status
+    from memento.cli.runner import progress_stream, resume_context
     from memento.llm.factory import check_model_settings
 
-    ctx, snapshot = resume_context(_context(args), args.thread_id, _overrides(args), args.config)
+    ctx, (snapshot, status) = resume_context(_context(args), args.thread_id, _overrides(args), args.config)
     check_model_settings(ctx)
     out = progress_stream(args.json)
-    status = thread_status(snapshot)
     answered = args.approve or args.reject is not None or args.edit is not None
     if status == "waiting":
         request = snapshot.interrupts[0].value
@@ -412,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             return code
         if getattr(args, "thread_id", None):
             print(f"memento: interrupted; continue with `memento resume {args.thread_id}`", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"status": "interrupted", "thread_id": getattr(args, "thread_id", None), "exit": code}))
         return code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -60,9 +60,9 @@ class Progress:
             detail = f"error: {values['error']}"
         elif node in ("plan", "replan") and values.get("final_answer") is not None:
             detail = f"final answer: {one_line(values['final_answer'])}"
-        elif node in ("plan", "replan") and values.get("plan"):
+        elif node in ("plan", "replan", "review_plan") and values.get("plan"):
             steps = "; ".join(f"{i}. {one_line(s, 60)}" for i, s in enumerate(values["plan"], 1))
-            detail = f"plan for cycle {values['cycle']}: {steps}"
+            detail = f"plan for cycle {values.get('cycle', '?')}: {steps}"
         elif node == "execute_subtask" and values.get("results"):
             detail = f"result: {one_line(values['results'][-1]['result'])}"
         elif node == "write_case" and values.get("score"):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, TextIO
 
+from langgraph._internal._constants import NULL_TASK_ID, RESUME
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.cli.render import Progress
@@ -48,16 +49,27 @@ def thread_config(thread_id: str, ctx: Context) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id, SETTINGS_KEY: json.dumps(settings)}}
 
 
-def thread_snapshot(ctx: Context, thread_id: str) -> Any | None:
-    """The thread's latest checkpoint (values, pending tasks, interrupts, metadata), or None if there is none."""
+def thread_snapshot(ctx: Context, thread_id: str) -> tuple[Any, str] | None:
+    """The thread's latest checkpoint (values, pending tasks, interrupts, metadata) and its status,
+    or None if there is none."""
     if not ctx.checkpoint_path().exists():
         return None
     with checkpointed_graph(ctx) as graph:
         snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
-    return snapshot if snapshot.created_at is not None else None
+        if snapshot.created_at is None:
+            return None
+        return snapshot, thread_status(snapshot, answered(graph, thread_id))
 
 
-def thread_status(snapshot: Any) -> str:
+def answered(graph: Any, thread_id: str) -> bool:
+    """Whether the thread's interrupt already has its answer: a process given `Command(resume=...)`
+    stopped before the node that asked could finish. The old question still shows in the state
+    until then, but the answer is on disk, and resuming without one continues with it."""
+    saved = graph.checkpointer.get_tuple({"configurable": {"thread_id": thread_id}})
+    return bool(saved) and any(task == NULL_TASK_ID and channel == RESUME for task, channel, _ in saved.pending_writes or [])
+
+
+def thread_status(snapshot: Any, answer_on_disk: bool = False) -> str:
     """waiting (an interrupt asks for approval), running (work is left: in progress, or stopped by
     a signal or a crash; `resume` continues it), failed (a node raised, or the run ended with an
     error) or done.
@@ -65,7 +77,7 @@ def thread_status(snapshot: Any) -> str:
     As LangGraph decides it: a thread is finished when no task is left, not when the checkpoint
     names no next node; a task that finished before the process stopped still has its writes to
     apply, and `resume` applies them."""
-    if snapshot.interrupts:
+    if snapshot.interrupts and not answer_on_disk:
         return "waiting"
     if any(t.error for t in snapshot.tasks):
         return "failed"
@@ -101,30 +113,33 @@ def stream_run(ctx: Context, thread_id: str, graph_input: Any, progress_out: Tex
                 progress.custom(chunk)
             else:
                 for node, values in chunk.items():
-                    if node in NODES:  # not the model and tool tasks inside the nodes
+                    if node in NODES or node == "__interrupt__":  # not the model and tool tasks inside nodes
                         progress.update(node, values)
         snapshot = graph.get_state(config)
-        return Outcome(dict(snapshot.values), thread_status(snapshot), list(snapshot.interrupts))
+        return Outcome(dict(snapshot.values), thread_status(snapshot, answered(graph, thread_id)),
+                       list(snapshot.interrupts))
 
 
 def resume_context(ctx_defaults: Context, thread_id: str, overrides: dict[str, Any],
                    config_file: str | None = None) -> tuple[Context, Any]:
     """The settings a thread was started with, then those of `config_file`, then `overrides`;
     and the thread's latest checkpoint."""
-    snapshot = thread_snapshot(ctx_defaults, thread_id)
-    if snapshot is None:
+    found = thread_snapshot(ctx_defaults, thread_id)
+    if found is None:
         raise ConfigError(f"no run with thread id {thread_id!r} in {ctx_defaults.resolved_data_dir()}: "
                           "check the id, or pass the --data-dir the run used")
+    snapshot = found[0]
     raw = (snapshot.metadata or {}).get(SETTINGS_KEY)
     if not raw:
         raise ConfigError(f"thread {thread_id} was not started by the memento command line: resume it from your code")
     settings = json.loads(raw)
     if config_file:
         from_file = read_config_file(config_file)
+        from_file.pop("approval", None)  # a run keeps the approval policy it started with
         settings["mcp_servers"] = settings.get("mcp_servers", {}) | from_file.pop("mcp_servers", {})
         settings.update(from_file)
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    return context_from_dict(settings, source=f"thread {thread_id}"), snapshot
+    return context_from_dict(settings, source=f"thread {thread_id}"), found
 
 
 def list_threads(ctx: Context, waiting_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
@@ -134,14 +149,16 @@ def list_threads(ctx: Context, waiting_only: bool = False, limit: int | None = N
     now = datetime.now(timezone.utc)
     rows: list[dict[str, Any]] = []
     with checkpointed_graph(ctx) as graph:
-        seen: list[str] = []
-        for checkpoint in graph.checkpointer.list(None):
-            thread = checkpoint.config["configurable"]["thread_id"]
-            if thread not in seen and not checkpoint.config["configurable"].get("checkpoint_ns"):
-                seen.append(thread)
-        for thread in seen:
+        graph.checkpointer.setup()
+        # One query for the threads, newest first (checkpoint ids are time-ordered UUIDs); states are
+        # read only for the threads listed.
+        with graph.checkpointer.cursor(transaction=False) as cursor:
+            cursor.execute("SELECT thread_id, MAX(checkpoint_id) AS newest FROM checkpoints WHERE checkpoint_ns = '' "
+                           "GROUP BY thread_id ORDER BY newest DESC")
+            threads = [row[0] for row in cursor.fetchall()]
+        for thread in threads:
             snapshot = graph.get_state({"configurable": {"thread_id": thread}})
-            status = thread_status(snapshot)
+            status = thread_status(snapshot, answered(graph, thread))
             if waiting_only and status != "waiting":
                 continue
             updated = datetime.fromisoformat(snapshot.created_at)

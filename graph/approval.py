@@ -133,6 +133,12 @@ def _tool_rules(value: Any) -> dict[str, tuple[str, ...]]:
     return rules
 
 
+def run_policy(state: dict[str, Any], ctx: Any) -> ApprovalPolicy:
+    """The policy a run started with (kept in its state), else the settings' (`ctx.policy`)."""
+    kept = state.get("run_approval")
+    return parse_policy(kept) if kept is not None else ctx.policy
+
+
 def policy_dict(policy: ApprovalPolicy) -> dict[str, Any]:
     return {"plan": policy.plan, "replans": policy.replans, "case": policy.case,
             "tools": {p: list(d) for p, d in policy.tools.items()}}
@@ -140,17 +146,23 @@ def policy_dict(policy: ApprovalPolicy) -> dict[str, Any]:
 
 # -- requests ----------------------------------------------------------------------------
 
-def plan_request(subtasks: list[str], cycle: int, task: str, max_subtasks: int, reasoning: str = "") -> ApprovalRequest:
+def plan_request(subtasks: list[str], cycle: int, task: str, max_subtasks: int, reasoning: str = "",
+                 last_cycle: bool = False) -> ApprovalRequest:
+    """The plan's question. A rejection sends the planner back with the feedback, which takes a
+    planning cycle: on the last cycle there is none left, so the plan may be approved or edited only."""
     why = f" The planner's reasoning: {reasoning}" if reasoning else ""
+    allowed = ["approve", "edit"] if last_cycle else list(DECISIONS)
+    what = ("This is the last planning cycle: approve it or edit it (reject is not available, no cycle is "
+            "left to plan again)." if last_cycle else
+            "Approve to run it, edit to replace the subtasks, or reject with feedback for the planner.")
     return {
         "point": "plan",
         "action_requests": [{
             "name": PLAN_ACTION, "args": {"subtasks": list(subtasks), "cycle": cycle, "task": task},
-            "description": f"Plan for cycle {cycle}: {len(subtasks)} subtask(s), run in order.{why} Approve to run "
-                           "it, edit to replace the subtasks, or reject with feedback for the planner.",
+            "description": f"Plan for cycle {cycle}: {len(subtasks)} subtask(s), run in order.{why} {what}",
         }],
         "review_configs": [{
-            "action_name": PLAN_ACTION, "allowed_decisions": list(DECISIONS),
+            "action_name": PLAN_ACTION, "allowed_decisions": allowed,
             "args_schema": {"type": "object", "required": ["subtasks"], "properties": {"subtasks": {
                 "type": "array", "minItems": 1, "maxItems": max_subtasks, "items": {"type": "string", "minLength": 1}}}},
         }],

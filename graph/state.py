@@ -67,6 +67,9 @@ class State(InputState, OutputState):
     `ground_truth` here and clears them: LangGraph keeps any key a new input leaves out, and a
     thread reused for a new task must not inherit the last task's files or ground truth."""
     run_ground_truth: str | None
+    run_approval: dict[str, Any] | None
+    """The approval policy the run started with: every approval point reads it from here, so a
+    resume with other settings (or none, from a server client) cannot change what is asked midway."""
     plan_review: bool
     """The current plan waits for human approval before it runs (`review_plan`)."""
     plan_rejected: bool

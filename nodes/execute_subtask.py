@@ -10,6 +10,7 @@ from langgraph.config import get_stream_writer
 from langgraph.func import task
 from langgraph.runtime import Runtime
 
+from memento.graph.approval import ApprovalPolicy, run_policy, tools_request
 from memento.graph.context import Context, context_of
 from memento.graph.state import State, SubtaskResult
 from memento.llm.factory import make_chat_model, model_call
@@ -54,16 +55,16 @@ def rejected(call: dict[str, Any], message: str) -> ToolMessage:
                        name=call["name"], status="error")
 
 
-def run_calls(ctx: Context, toolbox: Toolbox, wanted: list[dict[str, Any]]) -> list[tuple[dict[str, Any], ToolMessage, str]]:
+def run_calls(ctx: Context, policy: ApprovalPolicy, toolbox: Toolbox,
+              wanted: list[dict[str, Any]]) -> list[tuple[dict[str, Any], ToolMessage, str]]:
     """Run one executor turn's tool calls in order: (the call as run, its result, status).
 
     The calls the approval policy names are asked about together, one decision each, before any
     of the turn's calls runs; an edited call runs with the reviewer's arguments, a rejected one
     returns the reviewer's reason as the tool's error."""
-    from memento.graph.approval import tools_request
     from memento.nodes.review import ask
 
-    allowed = [ctx.policy.tool_decisions(call["name"]) for call in wanted]
+    allowed = [policy.tool_decisions(call["name"]) for call in wanted]
     asked = [(call, a) for call, a in zip(wanted, allowed) if a is not None]
     decisions = iter(ask(tools_request([c for c, _ in asked], [a for _, a in asked]), ctx.max_subtasks)
                      if asked else [])
@@ -98,13 +99,20 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     toolbox = TOOLBOXES.acquire(state["case_id"], lambda: Toolbox(
         ctx.mcp_servers, allowed_paths=[*(state.get("run_files") or []), str(workspace)], workspace=str(workspace)))
     bound = model.bind_tools(toolbox.tools) if toolbox.tools else model
+    policy = run_policy(state, ctx)
     while True:
         reply: AIMessage = executor_turn(ctx, bound, messages).result()
         messages.append(reply)
         if not reply.tool_calls:
             break
         room = max(ctx.max_tool_calls - len(calls), 0)
-        for call, outcome, status in run_calls(ctx, toolbox, reply.tool_calls[:room]):
+        done = run_calls(ctx, policy, toolbox, reply.tool_calls[:room])
+        if any(call is not asked for call, (asked, _, _) in zip(reply.tool_calls, done)):
+            # A reviewer edited arguments: the executor sees the calls as they ran, as LangChain's
+            # human-in-the-loop middleware shows them.
+            ran = [call for call, _, _ in done] + list(reply.tool_calls[room:])
+            messages[-1] = reply = reply.model_copy(update={"tool_calls": ran})
+        for call, outcome, status in done:
             calls.append({"name": call["name"], "args": call["args"], "status": status, "output": outcome.text[:500]})
             messages.append(outcome)
         for call in reply.tool_calls[room:]:

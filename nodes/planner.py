@@ -7,6 +7,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel
 
+from memento.graph.approval import run_policy
 from memento.graph.context import Context
 from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
@@ -115,7 +116,8 @@ def planner_step(state: State, ctx: Context, instruction: str, schema: type[Base
     update = decision_update(state, decision)
     if "plan" in update:
         # A plan made after a rejection is always reviewed: rejecting must not let an unreviewed plan run.
-        update["plan_review"] = ctx.policy.asks_for_plan(update["cycle"]) or bool(state.get("plan_rejected"))
+        policy = run_policy(state, ctx)
+        update["plan_review"] = policy.asks_for_plan(update["cycle"]) or bool(state.get("plan_rejected"))
     return {**update, "plan_rejected": False}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
+from memento.graph.approval import policy_dict
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.memory.case import RetrievedCase
@@ -36,7 +37,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
         "reward": None, "score": None, "error": None, "case_written": False, "cited_cases": [],
         "abandoned_cases": [], "plan_review": False, "plan_rejected": False, "review_feedback": [],
-        "case_discarded": False,
+        "case_discarded": False, "run_approval": policy_dict(ctx.policy),
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}

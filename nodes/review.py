@@ -44,7 +44,8 @@ def review_plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     or reject it with feedback, which goes to the planner (`replan`) within the same cycle budget."""
     ctx = context_of(runtime)
     notes = state.get("planner_notes") or []
-    request = plan_request(state["plan"], state["cycle"], state["task"], ctx.max_subtasks, notes[-1] if notes else "")
+    request = plan_request(state["plan"], state["cycle"], state["task"], ctx.max_subtasks, notes[-1] if notes else "",
+                           last_cycle=state["cycle"] >= ctx.max_cycles)
     decision = ask(request, ctx.max_subtasks)[0]
     if decision["type"] == "approve":
         return {"plan_review": False}

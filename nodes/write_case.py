@@ -11,6 +11,7 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.func import task
 from langgraph.runtime import Runtime
 
+from memento.graph.approval import run_policy
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
@@ -54,9 +55,10 @@ def summarise_results(state: State) -> str:
 
 
 def review_case(ctx: Context, state: State, answer: str, score: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """Ask a human about the case (when the policy says so): the answer and score to store, or
-    None when the case is discarded."""
-    if not ctx.policy.case:
+    """Ask a human about the case (when the run's policy says so): the answer and score to store,
+    or None when the case is discarded. An edited answer without an edited reward is scored again,
+    as the run scores answers (against the ground truth, or by the judge)."""
+    if not run_policy(state, ctx).case or not ctx.write_cases:
         return answer, score
     from memento.graph.approval import case_request
     from memento.nodes.review import ask
@@ -66,7 +68,11 @@ def review_case(ctx: Context, state: State, answer: str, score: dict[str, Any]) 
         return None
     if decision["type"] == "edit":
         edits = decision["edited_action"]["args"]
-        answer = edits.get("final_answer", answer)
+        if edits.get("final_answer", answer) != answer:
+            answer = edits["final_answer"]
+            truth = state.get("run_ground_truth")
+            score = (dataclasses.asdict(score_answer(answer, truth, ctx.f1_threshold)) if truth
+                     else judge_task(ctx, state["task"], answer).result())
         if "reward" in edits:
             score = {**score, "reward": edits["reward"], "scored_by": "human",
                      "reason": f"set by a human reviewer (was {score['reward']:g}, {score['scored_by']})"}

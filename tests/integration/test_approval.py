@@ -15,6 +15,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from memento.graph import Context, build_graph
+from memento.llm.factory import ModelError
 from memento.mcp_servers.client import Toolbox
 from memento.memory.case_bank import CaseBank
 from memento.memory.q_retriever import QRetriever
@@ -138,16 +139,51 @@ def test_plan_reject_sends_feedback_to_the_planner_and_reviews_the_new_plan(tmp_
     assert values["final_answer"] == "14" and len(values["plans"]) == 1  # the rejected plan never ran
 
 
-def test_rejecting_every_plan_ends_within_the_cycle_budget(tmp_path, saver, counts):
+def test_the_last_cycles_plan_may_be_approved_or_edited_not_rejected(tmp_path, saver, counts):
     ctx = Context(data_dir=str(tmp_path / "data"), approval={"plan": True}, max_cycles=2)
     graph = build_graph(saver)
+    snapshot = drive(graph, ctx, "t", {"task": "What is 2 + 3 * 4?"}, counts)
+    reject = Command(resume={"decisions": [{"type": "reject", "message": "no"}]})
+    snapshot = drive(graph, ctx, "t", reject, counts)
+    request = snapshot.interrupts[0].value
+    assert request["action_requests"][0]["args"]["cycle"] == 2
+    assert request["review_configs"][0]["allowed_decisions"] == ["approve", "edit"]
+    snapshot = drive(graph, ctx, "t", reject, counts)  # no cycle is left to plan again
+    assert "reject is not allowed" in snapshot.interrupts[0].value["error"] and counts["tool:calculate"] == 0
+    edit = {"type": "edit", "edited_action": {"name": "plan", "args": {"subtasks": ["Evaluate 1 + 1 with the calculator."]}}}
+    snapshot = drive(graph, ctx, "t", Command(resume={"decisions": [edit]}), counts)
+    assert snapshot.values["final_answer"] == "2" and counts["tool:calculate"] == 1
 
-    def reject(snapshot):
-        return Command(resume={"decisions": [{"type": "reject", "message": "no"}]})
 
-    points, values = finish(graph, ctx, "t", {"task": "What is 2 + 3 * 4?"}, counts, answer=reject)
-    assert points == ["plan", "plan"]
-    assert values["final_answer"] == "I don't know." and counts["tool:calculate"] == 0
+def test_a_resume_keeps_the_policy_the_run_started_with(tmp_path, saver, counts):
+    graph = build_graph(saver)
+    data = str(tmp_path / "data")
+    drive(graph, Context(data_dir=data, approval={"case": True}), "t", {"task": "What is 6 * 7?"}, counts)
+    # Resumed with the default settings (a server client that sends no context, a config file
+    # without the table): the case is still asked about, and a reject still discards it.
+    snapshot = drive(graph, Context(data_dir=data), "t", Command(resume={"decisions": [{"type": "reject"}]}), counts)
+    assert snapshot.values["case_discarded"] is True and counts["case_write"] == 0
+
+
+def test_an_answer_on_disk_is_not_asked_again_after_the_process_failed(tmp_path, saver, counts):
+    from memento.cli.runner import answered, thread_status
+
+    replies = [{"content": None, "tool_calls": [tool_call("c1", "calculate", {"expression": "6 * 7"})]}]
+    with ScriptedOpenAI(replies) as server:  # then no reply: the model call after the tool fails
+        ctx = Context(data_dir=str(tmp_path / "data"), executor_model="openai-compatible:scripted",
+                      executor_base_url=server.url, approval={"tools": ["calculate"]})
+        graph = build_graph(saver)
+        drive(graph, ctx, "t", {"task": "What is 6 * 7?"}, counts)
+        with pytest.raises(ModelError):
+            drive(graph, ctx, "t", Command(resume={"decisions": [{"type": "approve"}]}), counts)
+        assert counts["tool:calculate"] == 1
+        snapshot = graph.get_state({"configurable": {"thread_id": "t"}})
+        assert snapshot.interrupts  # the old question still shows...
+        assert answered(graph, "t") and thread_status(snapshot, answered(graph, "t")) == "failed"  # ...answered
+        server.replies.append({"content": "42"})
+        snapshot = drive(graph, ctx, "t", None, counts)  # continues with the answer on disk
+    assert snapshot.values["final_answer"] == "42" and not snapshot.interrupts
+    assert counts["tool:calculate"] == 1
 
 
 def test_tool_edit_runs_the_edited_arguments_and_reject_is_the_tools_error(tmp_path, saver, counts):
@@ -197,6 +233,10 @@ def test_several_tool_calls_in_one_turn_are_asked_together_in_order(tmp_path, sa
     assert tool_messages[0]["content"] == "4" and "one is enough" in tool_messages[1]["content"]
     assert tool_messages[2]["content"] == "10"
     assert [c["status"] for c in snapshot.values["results"][0]["tool_calls"]] == ["success", "rejected", "success"]
+    # The executor is shown the calls as they ran: the third with the reviewer's arguments.
+    (asked,) = [m for m in server.requests[1]["messages"] if m["role"] == "assistant"]
+    assert [json.loads(c["function"]["arguments"]) for c in asked["tool_calls"]] == [
+        {"expression": "2 + 2"}, {"expression": "3 + 3"}, {"expression": "5 + 5"}]
 
 
 def test_case_edit_stores_the_reviewers_reward_and_discard_writes_nothing(tmp_path, saver, counts):
@@ -213,11 +253,17 @@ def test_case_edit_stores_the_reviewers_reward_and_discard_writes_nothing(tmp_pa
     assert case.reward == 0.25 and case.scored_by == "human" and case.final_answer == "forty-two"
     assert snapshot.values["reward"] == 0.25
 
+    # An edited answer without an edited reward is scored again.
+    drive(graph, ctx, "rescored", {"task": "What is 6 * 9?", "ground_truth": "54"}, counts)
+    fix = {"type": "edit", "edited_action": {"name": "write_case", "args": {"final_answer": "55"}}}
+    snapshot = drive(graph, ctx, "rescored", Command(resume={"decisions": [fix]}), counts)
+    assert snapshot.values["reward"] == 0.0 and snapshot.values["final_answer"] == "55"
+
     updates_before = counts["retriever_update"]
     drive(graph, ctx, "discard", {"task": "What is 6 * 8?", "ground_truth": "48"}, counts)
     snapshot = drive(graph, ctx, "discard", Command(resume={"decisions": [{"type": "reject"}]}), counts)
     assert snapshot.values["case_discarded"] is True and snapshot.values["case_id"] is None
-    assert case_bank_for(ctx).count() == 1 and counts["case_write"] == 1
+    assert case_bank_for(ctx).count() == 2 and counts["case_write"] == 2
     assert counts["retriever_update"] == updates_before  # nothing learned from a discarded run
 
 
@@ -263,6 +309,7 @@ SECOND_PROCESS = textwrap.dedent("""
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
     from memento.graph import Context, build_graph
+from memento.llm.factory import ModelError
     path, data = sys.argv[1], sys.argv[2]
     ctx = Context(data_dir=data, approval={"plan": True, "case": True})
     with SqliteSaver.from_conn_string(path) as saver:

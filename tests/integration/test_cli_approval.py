@@ -93,3 +93,30 @@ def test_a_corrupted_checkpoint_file_is_one_clear_line(tmp_path):
         done = memento(*args, "--data-dir", str(data))
         line = one_line_error(done, "checkpoint file", "unreadable", "move it aside")
         assert "memento resume" not in line and done.returncode == 2  # no hint that cannot work
+
+
+def test_interactive_without_input_says_what_is_asked_and_waits(tmp_path):
+    data = str(tmp_path / "data")
+    done = memento("run", "What is 6 * 7?", "--data-dir", data, "--approve-plan", "--interactive", "--json", input="")
+    assert done.returncode == EXIT_WAITING, done.stderr
+    assert json.loads(done.stdout)["point"] == "plan"  # prompts went to stderr: stdout is one object
+
+
+def test_hints_offer_only_answers_every_call_allows(tmp_path):
+    from memento.cli.approval import answer_commands
+    from memento.graph.approval import tools_request
+
+    request = tools_request([{"name": "read_x", "args": {}}, {"name": "run_y", "args": {}}],
+                            [("approve", "edit"), ("approve", "edit", "reject")])
+    commands = answer_commands("t", request, [])
+    assert any(c.endswith("--approve") for c in commands)
+    assert not any("--reject" in c for c in commands) and any("--edit" in c for c in commands)
+
+
+def test_the_demo_runs(tmp_path):
+    config = tmp_path / "approval.toml"
+    config.write_text("[approval]\nplan = true\ncase = true\n", encoding="utf-8")  # the demo runs unattended
+    done = memento("demo", "--data-dir", str(tmp_path / "demo"), "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    answers = [line for line in done.stdout.splitlines() if line.startswith("answer: ")]
+    assert len(answers) == 7 and "Traceback" not in done.stderr
