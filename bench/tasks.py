@@ -14,18 +14,16 @@ Every line is checked before anything runs: the first bad one stops the load wit
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memento.memory.interchange import LineError, jsonl_records
 from memento.memory.scoring import ANSWER_SPLIT
 
 KNOWN_KEYS = {"id", "question", "answer", "files", "metadata", "ground_truth"}
-MAX_LINE_BYTES = 1_000_000
 MAX_QUESTION_CHARS = 20_000
 
 
@@ -96,53 +94,31 @@ def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
     if not isinstance(metadata, dict):
         raise ValueError("'metadata' must be an object")
     extra = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
-    try:  # JSON allows lone surrogates ("\ud800"), which no file or database can store
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("the line holds a lone surrogate escape (\\ud800 to \\udfff), which is not text") from None
     return BenchTask(str(raw_id).strip(), question.strip(), answers, resolved, {**extra, **metadata}, line)
 
 
 def load_tasks(path: str | Path) -> list[BenchTask]:
     """Every task in the file, or TaskFileError at the first bad line (nothing runs)."""
     path = Path(path).expanduser()
-    try:
-        # Opened without blocking and checked on the open file: a FIFO or a device is refused,
-        # not waited on.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise TaskFileError(f"task file {path} is not a regular file")
-            data = handle.read()
-    except OSError as exc:
-        raise TaskFileError(f"cannot read task file {path}: {exc.strerror}") from None
     folder = path.absolute().parent
     tasks: list[BenchTask] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            if len(raw) > MAX_LINE_BYTES:
-                raise ValueError(f"the line is {len(raw)} bytes; at most {MAX_LINE_BYTES} are read")
+    try:
+        for number, record in jsonl_records(path):
             try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not valid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise ValueError("JSON nested too deeply") from None
-            task = task_from_record(record, number, folder)
-        except ValueError as exc:
-            raise TaskFileError(f"{path}, line {number}: {exc}; nothing was run") from None
-        if task.id in seen:
-            raise TaskFileError(f"{path}, line {number}: id {task.id!r} was already used on line {seen[task.id]}; "
-                                "ids must be unique")
-        seen[task.id] = number
-        tasks.append(task)
+                task = task_from_record(record, number, folder)
+            except ValueError as exc:
+                raise TaskFileError(f"{path}, line {number}: {exc}; nothing was run") from None
+            if task.id in seen:
+                raise TaskFileError(f"{path}, line {number}: id {task.id!r} was already used on line "
+                                    f"{seen[task.id]}; ids must be unique")
+            seen[task.id] = number
+            tasks.append(task)
+    except OSError as exc:
+        reason = "it is not a regular file" if exc.errno == errno.EINVAL else exc.strerror
+        raise TaskFileError(f"cannot read task file {path}: {reason}") from None
+    except LineError as exc:
+        raise TaskFileError(f"{path}, line {exc.number}: {exc}; nothing was run") from None
     if not tasks:
         raise TaskFileError(f"task file {path} holds no tasks")
     return tasks

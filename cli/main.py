@@ -309,7 +309,7 @@ def _import_cases(bank: Any, args: argparse.Namespace) -> int:
 
     cases = list({case.id: case for case in read_case_file(args.file)}.values())  # last copy of a repeated line wins
     before = bank.count()
-    bank.write_many(cases)
+    bank.write_all(cases)  # every line was checked; now all of them are written, or none
     report = {"read": len(cases), "added": bank.count() - before, "total": bank.count()}
     print(json.dumps(report) if args.json else
           f"imported {report['read']} case(s) ({report['added']} new); the bank holds {report['total']}")

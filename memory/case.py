@@ -18,8 +18,9 @@ def utc_now() -> str:
 class Case(BaseModel):
     """A past run: the task, the plan that was followed, what came of it, and its reward."""
 
-    id: str
-    task: str
+    id: str = Field(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f]+$",
+                    description="Unique id: 1 to 512 characters, no control characters.")
+    task: str = Field(min_length=1)
     plan: list[str] = Field(default_factory=list, description="The last plan's subtasks, in order.")
     result_summary: str = Field(default="", description="Short summary of the subtask results.")
     final_answer: str = ""

@@ -100,6 +100,34 @@ class CaseBank:
             self.put_embedded(batch, vectors[:len(batch)], vectors[len(batch):])
         return cases
 
+    def write_all(self, cases: list[Case]) -> list[Case]:
+        """`write_many`, all or nothing: every text is encoded before anything is written, and if a
+        write fails part-way, the cases it added are removed and those it replaced are put back."""
+        if not cases:
+            return cases
+        ids = [c.id for c in cases]
+        kept_cases = self._cases.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        kept_plans = (self._plans.get(ids=kept_cases["ids"], include=["embeddings"]) if kept_cases["ids"]
+                      else {"ids": []})
+        vectors = self.encoder.encode([c.task for c in cases] + [c.plan_text() for c in cases])
+        tasks, plans = vectors[:len(cases)], vectors[len(cases):]
+        try:
+            for start in range(0, len(cases), WRITE_BATCH):
+                end = start + WRITE_BATCH
+                self.put_embedded(cases[start:end], tasks[start:end], plans[start:end])
+        except Exception:
+            added = sorted(set(ids) - set(kept_cases["ids"]))
+            if added:
+                self._cases.delete(ids=added)
+                self._plans.delete(ids=added)
+            if kept_cases["ids"]:
+                self._cases.upsert(ids=kept_cases["ids"], embeddings=kept_cases["embeddings"],
+                                   documents=kept_cases["documents"], metadatas=kept_cases["metadatas"])
+            if kept_plans["ids"]:
+                self._plans.upsert(ids=kept_plans["ids"], embeddings=kept_plans["embeddings"])
+            raise
+        return cases
+
     def put_embedded(self, cases: list[Case], task_embeddings: np.ndarray, plan_embeddings: np.ndarray) -> None:
         """Upsert cases whose embeddings are already computed (bulk loads, benchmarks)."""
         ids = [c.id for c in cases]

@@ -7,7 +7,10 @@ exporting back gives the same line; the label maps to reward 1 or 0.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -60,20 +63,59 @@ def case_from_line(record: Any) -> Case:
     raise ValueError("neither the memento format (id, task, ...) nor the original one (case, plan, case_label)")
 
 
+MAX_LINE_BYTES = 1_000_000
+
+
+class LineError(ValueError):
+    """A line of a JSONL file that is not a usable JSON value; `number` counts from 1."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(reason)
+        self.number = number
+
+
+def jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a JSONL file, checked as untrusted
+    input: a regular file (a FIFO or a device is refused, not waited on), lines of at most
+    `MAX_LINE_BYTES`, valid UTF-8 (a BOM allowed on line 1), valid JSON not nested too deeply, and
+    text that can be stored (no lone surrogate escapes). OSError for an unreadable file,
+    LineError for a bad line."""
+    fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = handle.read()
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        if len(raw) > MAX_LINE_BYTES:
+            raise LineError(number, f"the line is {len(raw)} bytes; at most {MAX_LINE_BYTES} are read")
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise LineError(number, f"not valid UTF-8 (byte {exc.start})") from None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LineError(number, f"not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise LineError(number, "JSON nested too deeply") from None
+        try:  # JSON allows lone surrogates ("\ud800"), which no file or database can store
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise LineError(number, "the line holds a lone surrogate escape (\\ud800 to \\udfff), "
+                                    "which is not text") from None
+        yield number, record
+
+
 def iter_jsonl(path: str | Path, suffix: str = "") -> Iterator[tuple[int, Any]]:
     """(line number, parsed object) for each non-blank line; CaseFileError on unreadable input."""
     try:
-        handle = Path(path).open(encoding="utf-8")
+        yield from jsonl_records(path)
     except OSError as exc:
-        raise CaseFileError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CaseFileError(f"{path}, line {number}: not valid JSON ({exc.msg}){suffix}") from None
+        raise CaseFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except LineError as exc:
+        raise CaseFileError(f"{path}, line {exc.number}: {exc}{suffix}") from None
 
 
 def read_case_file(path: str | Path) -> list[Case]:

@@ -58,6 +58,10 @@ def test_memento_format_round_trip(tmp_path):
     ("{not json", "not valid JSON"),
     (json.dumps({"case": "x", "plan": "y", "case_label": "maybe"}), "case_label must be positive or negative"),
     (json.dumps({"question": "x"}), "neither the memento format"),
+    (json.dumps({"id": "", "task": "x", "reward": 1}), "id"),
+    (json.dumps({"id": "a\u0000b", "task": "x", "reward": 1}), "id"),
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    (json.dumps({"case": "\ud800", "plan": "y", "case_label": "positive"}), "lone surrogate"),
 ])
 def test_a_malformed_line_rejects_the_whole_file(tmp_path, bad_line, problem):
     data = str(tmp_path / "data")
@@ -67,6 +71,49 @@ def test_a_malformed_line_rejects_the_whole_file(tmp_path, bad_line, problem):
     assert "nothing was imported" in line
     listed = json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)
     assert [c["task"] for c in listed] == [ORIGINAL[0]["case"]]
+
+
+def test_a_bad_id_on_the_last_of_300_lines_imports_nothing(tmp_path):
+    # The report that led here: 300 good lines and one with "id": "" wrote 256 cases, then failed.
+    data = str(tmp_path / "data")
+    rows = [{"id": f"case-{n}", "task": f"task number {n}", "reward": n % 2} for n in range(300)]
+    bad = _write(tmp_path / "bad.jsonl", [*rows, {"id": "", "task": "x", "reward": 1}])
+    one_line_error(memento("cases", "import", bad, "--data-dir", data), "line 301", "nothing was imported")
+    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout) == []
+
+
+def test_invalid_utf8_names_its_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(json.dumps(ORIGINAL[0]).encode() + b'\n{"case": "\xff", "plan": "p", "case_label": "positive"}\n')
+    one_line_error(memento("cases", "import", str(path), "--data-dir", str(tmp_path / "data")), "line 2",
+                   "not valid UTF-8", "nothing was imported")
+
+
+def test_a_write_that_fails_part_way_leaves_the_bank_as_it_was(tmp_path, monkeypatch):
+    from memento.graph import Context
+    from memento.memory.case import Case
+    from memento.memory.case_bank import WRITE_BATCH, CaseBank
+    from memento.nodes.resources import case_bank_for
+
+    bank = case_bank_for(Context(data_dir=str(tmp_path / "data")))
+    bank.write(Case(id="kept", task="the original task", reward=1.0))
+    cases = [Case(id=f"new-{n}", task=f"task {n}", reward=0.0) for n in range(WRITE_BATCH + 10)]
+    cases.append(Case(id="kept", task="a replacement", reward=0.0))
+    real, calls = CaseBank.put_embedded, []
+
+    def fails_on_the_second_batch(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(self, *args)
+
+    monkeypatch.setattr(CaseBank, "put_embedded", fails_on_the_second_batch)
+    with pytest.raises(RuntimeError, match="disk full"):
+        bank.write_all(cases)
+    assert len(calls) == 2  # the first batch was written, then undone
+    assert [(c.id, c.task, c.reward) for c in bank.list()] == [("kept", "the original task", 1.0)]
+    _, tasks, plans = bank.embeddings(["kept"])
+    assert tasks.shape == plans.shape == (1, bank.encoder.dim)
 
 
 def test_retriever_train_then_eval(tmp_path):
