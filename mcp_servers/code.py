@@ -24,7 +24,7 @@ from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_scope, run_server
 from memento.mcp_servers.sandbox import Limits, RunResult, Sandbox, become_subreaper
-from memento.mcp_servers.workspace import confine
+from memento.mcp_servers.workspace import confine, open_beneath, read_beneath, relative_parts
 
 MAX_READ_CHARS = 50_000
 MAX_WRITE_BYTES = 5_000_000
@@ -124,12 +124,10 @@ def list_files(path: str = ".", ctx: Context | None = None) -> str:
 @server.tool()
 def read_file(path: str, max_chars: int = MAX_READ_CHARS, ctx: Context | None = None) -> str:
     """Read a text file from the workspace; output is capped at max_chars and truncation is stated."""
-    target = confine(sandbox(ctx).workspace, path)
-    if not target.is_file():
-        raise FileNotFoundError(f"{path} is not a file in the workspace")
     limit = max(1, min(max_chars, MAX_READ_CHARS))
-    with os.fdopen(os.open(target, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8", errors="replace") as handle:
-        text = handle.read(limit + 1)
+    # Text is at most 4 bytes a character; the walk refuses links, FIFOs and devices on the way.
+    data = read_beneath(sandbox(ctx).workspace, relative_parts(path), 4 * limit)
+    text = data.decode("utf-8", errors="replace")
     return text if len(text) <= limit else text[:limit] + f"\n[truncated at {limit} characters]"
 
 
@@ -137,22 +135,22 @@ def read_file(path: str, max_chars: int = MAX_READ_CHARS, ctx: Context | None = 
 def write_file(path: str, content: str, ctx: Context | None = None) -> str:
     """Write a text file in the workspace, creating folders as needed."""
     box = sandbox(ctx)
-    target = confine(box.workspace, path)
+    parts = relative_parts(path)
     data = content.encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         raise ValueError(f"content is {len(data)} bytes; at most {MAX_WRITE_BYTES} may be written")
-    missing = [p for p in [target.parent, *target.parent.parents]
-               if p.is_relative_to(box.workspace) and p != box.workspace and not p.exists()]
-    for folder in reversed(missing):
-        folder.mkdir()
-        box.own(folder)
-    if confine(box.workspace, path) != target:  # a folder on the way was swapped for a link meanwhile
-        raise PermissionError(f"{path}: the workspace changed while writing; refused")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+
+    def own_folder(folder: int, name: str) -> None:
+        if box.uid is not None:
+            os.chown(name, box.uid, box.gid, dir_fd=folder, follow_symlinks=False)
+
+    fd = open_beneath(box.workspace, parts, os.O_WRONLY | os.O_CREAT, 0o644, make_folders=own_folder)
     with os.fdopen(fd, "wb") as handle:
+        os.ftruncate(fd, 0)
         handle.write(data)
-    box.own(target)
-    return f"wrote {len(data)} bytes to {target.relative_to(box.workspace)}"
+        if box.uid is not None:
+            os.fchown(fd, box.uid, box.gid)
+    return f"wrote {len(data)} bytes to {'/'.join(parts)}"
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from typing import Callable
 from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_scope, run_server
-from memento.mcp_servers.workspace import under_any
+from memento.mcp_servers.workspace import locate, read_beneath
 
 MAX_CHARS = 20_000
 MAX_MEMBER_BYTES = 50 * 2**20  # a ZIP member larger than this once unpacked is not read
@@ -200,14 +200,14 @@ def convert(name: str, data: bytes) -> str:
                          f"{type(exc).__name__}: {exc}") from None
 
 
-def open_allowed(path: str, ctx: Context | None = None) -> Path:
-    target = under_any(allowed_roots(ctx), path)
-    if not target.is_file():
-        raise FileNotFoundError(f"{path} is not a readable file")
-    size = target.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ValueError(f"{path} is {size} bytes; files over {MAX_FILE_BYTES} bytes are not read")
-    return target
+def open_allowed(path: str, ctx: Context | None = None) -> tuple[str, bytes]:
+    """(file name, contents) of an allowed file, read without following any link below its root
+    and only if it is a regular file (see `workspace.open_beneath`)."""
+    root, parts = locate(allowed_roots(ctx), path)
+    data = read_beneath(root, parts, MAX_FILE_BYTES, shown=path)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"{path} is over {MAX_FILE_BYTES} bytes; such files are not read")
+    return parts[-1], data
 
 
 def check_archive(archive: zipfile.ZipFile, name: str) -> None:
@@ -238,27 +238,27 @@ def list_documents(ctx: Context) -> str:
 def read_document(path: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
     """Read a document as text or markdown (PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML, HTML,
     text). For a ZIP archive this lists its members; read one with read_zip_member."""
-    target = open_allowed(path, ctx)
-    if zipfile.is_zipfile(target) and target.suffix.lower() not in ZIP_FORMATS:
-        return cap(_zip_listing(target), max_chars)
-    return cap(convert(target.name, target.read_bytes()), max_chars)
+    name, data = open_allowed(path, ctx)
+    if zipfile.is_zipfile(io.BytesIO(data)) and Path(name).suffix.lower() not in ZIP_FORMATS:
+        return cap(_zip_listing(name, data), max_chars)
+    return cap(convert(name, data), max_chars)
 
 
-def _zip_listing(target: Path) -> str:
-    with zipfile.ZipFile(target) as archive:
+def _zip_listing(name: str, data: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         rows = [["member", "bytes"]] + [[i.filename, i.file_size] for i in archive.infolist() if not i.is_dir()]
-    return f"ZIP archive {target.name}, {len(rows) - 1} member(s):\n{_table(rows)}"
+    return f"ZIP archive {name}, {len(rows) - 1} member(s):\n{_table(rows)}"
 
 
 @server.tool()
 def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
     """Read one member of a ZIP archive as text or markdown, by its name in the listing."""
-    target = open_allowed(path, ctx)
-    with zipfile.ZipFile(target) as archive:
+    name, data = open_allowed(path, ctx)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         try:
             info = archive.getinfo(member)
         except KeyError:
-            raise FileNotFoundError(f"{member} is not a member of {target.name}: see read_document for the list") from None
+            raise FileNotFoundError(f"{member} is not a member of {name}: see read_document for the list") from None
         if info.file_size > MAX_MEMBER_BYTES:
             raise ValueError(f"{member} unpacks to {info.file_size} bytes; at most {MAX_MEMBER_BYTES} are read")
         with archive.open(info) as handle:

@@ -47,11 +47,10 @@ server = FastMCP("memento-media", log_level="WARNING",
 
 
 def _read_media(path: str, ctx: Context | None) -> tuple[bytes, str]:
-    target = open_allowed(path, ctx)
-    size = target.stat().st_size
-    if size > MAX_MEDIA_BYTES:
-        raise ValueError(f"{path} is {size} bytes; at most {MAX_MEDIA_BYTES} are sent")
-    return target.read_bytes(), mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    name, data = open_allowed(path, ctx)
+    if len(data) > MAX_MEDIA_BYTES:
+        raise ValueError(f"{path} is {len(data)} bytes; at most {MAX_MEDIA_BYTES} are sent")
+    return data, mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 @server.tool()

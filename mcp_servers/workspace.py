@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path, PurePath
+from typing import Callable
 
 
 class PathRefused(PermissionError):
@@ -31,4 +35,99 @@ def under_any(roots: list[Path], path: str) -> Path:
         root = root.resolve()
         if resolved == root or (root.is_dir() and resolved.is_relative_to(root)):
             return resolved
+    raise PathRefused(f"{path} is outside the files this run may read")
+
+
+# -- race-free opening ---------------------------------------------------------------------
+#
+# `confine` and `under_any` check a path, and a later open() uses it: code in the sandbox can swap
+# a folder on the way for a symlink in between. The functions below never look a path up twice:
+# they walk it one component at a time from a held folder descriptor, refusing any symlink
+# (O_NOFOLLOW at every step), and open only regular files (O_NONBLOCK, so a FIFO never blocks;
+# checked with fstat on the open descriptor).
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def relative_parts(relative: str) -> list[str]:
+    """The components of a path inside a root; PathRefused for absolute paths and '..'."""
+    pure = PurePath(relative)
+    if pure.is_absolute() or relative.startswith("~"):
+        raise PathRefused(f"{relative}: absolute paths are refused; give a path inside the workspace")
+    if ".." in pure.parts:
+        raise PathRefused(f"{relative}: '..' is refused; give a path inside the workspace")
+    parts = [p for p in pure.parts if p not in ("", ".")]
+    if not parts:
+        raise PathRefused(f"{relative!r} names no file")
+    return parts
+
+
+def _refused(shown: str, exc: OSError) -> PathRefused:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        return PathRefused(f"{shown}: a component is a symlink or not a folder; refused")
+    if exc.errno == errno.ENXIO:
+        return PathRefused(f"{shown} is not a regular file (a FIFO or a socket); refused")
+    return PathRefused(f"{shown}: {exc.strerror}")
+
+
+def open_beneath(root: str | Path, parts: list[str], flags: int, mode: int = 0o644, *, shown: str = "",
+                 make_folders: Callable[[int, str], None] | None = None) -> int:
+    """A descriptor for the regular file at `parts` under the folder `root`, opened with `flags`.
+
+    No component may be a symlink, and the file must be a regular file with one link (a hard
+    link could lead anywhere). With `make_folders`, missing folders on the way are created and
+    handed to it (folder descriptor, name) to take ownership. The caller closes the descriptor."""
+    shown = shown or "/".join(parts)
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the root itself is trusted
+    try:
+        for name in parts[:-1]:
+            try:
+                step = os.open(name, _DIR_FLAGS, dir_fd=folder)
+            except FileNotFoundError:
+                if make_folders is None:
+                    raise FileNotFoundError(f"{shown} does not exist") from None
+                os.mkdir(name, 0o755, dir_fd=folder)
+                make_folders(folder, name)
+                step = os.open(name, _DIR_FLAGS, dir_fd=folder)
+            except OSError as exc:
+                raise _refused(shown, exc) from None
+            os.close(folder)
+            folder = step
+        try:
+            # Never O_TRUNC here: the file is checked first, and truncated by the caller.
+            fd = os.open(parts[-1], (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode,
+                         dir_fd=folder)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{shown} does not exist") from None
+        except OSError as exc:
+            raise _refused(shown, exc) from None
+    finally:
+        os.close(folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise PathRefused(f"{shown} {what}; refused")
+    return fd
+
+
+def read_beneath(root: str | Path, parts: list[str], limit: int, shown: str = "") -> bytes:
+    """At most `limit` + 1 bytes of the regular file at `parts` under `root` (see `open_beneath`)."""
+    fd = open_beneath(root, parts, os.O_RDONLY, shown=shown)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(limit + 1)
+
+
+def locate(roots: list[Path], path: str) -> tuple[Path, list[str]]:
+    """(root folder, components below it) of an absolute `path` inside one of `roots`, matched
+    lexically (nothing below a root is looked up here); a root that is a file is its own match."""
+    # '..' is folded lexically, and what is left is walked without following links: no escape.
+    wanted = PurePath(os.path.normpath(os.path.abspath(os.path.expanduser(path))))
+    for root in roots:
+        for form in dict.fromkeys([PurePath(os.path.abspath(root)), PurePath(os.path.realpath(root))]):
+            if wanted == form and os.path.isfile(root):
+                real = Path(os.path.realpath(root))
+                return real.parent, [real.name]
+            if wanted.is_relative_to(form) and wanted != form and os.path.isdir(root):
+                return Path(os.path.realpath(root)), list(wanted.relative_to(form).parts)
     raise PathRefused(f"{path} is outside the files this run may read")
