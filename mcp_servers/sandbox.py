@@ -16,8 +16,10 @@ opened with `O_NOFOLLOW`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -74,6 +76,28 @@ def _executable_by_others(path: str | Path) -> bool:
     return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
 
 
+def _naming_key(base: Path) -> bytes:
+    """The secret that names workspaces under `base`: made once, readable by root only."""
+    path = base / ".naming-key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+    except FileExistsError:
+        pass
+    for _ in range(50):  # another server may have made it a moment ago and still be writing it
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not stat.S_ISREG(info.st_mode):
+                raise SandboxError(f"{path} is not a private file of this user: remove it")
+            key = handle.read(64)
+        if len(key) >= 32:
+            return key
+        time.sleep(0.02)
+    raise SandboxError(f"{path} is damaged: remove it")
+
+
 def reachable_workspace(workspace: Path) -> Path:
     """A workspace the sandbox user can reach. Under a private folder (a root user's home, a
     0700 temp dir) the real folder goes to the system temp dir, and `workspace` becomes a link
@@ -89,7 +113,10 @@ def reachable_workspace(workspace: Path) -> Path:
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
             raise SandboxError(f"{base} exists but is not a folder owned by root and writable only by it: "
                                "remove it, or give the workspace a folder others may traverse") from None
-    real = base / hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:20]
+    # The name is a keyed hash of the workspace path as given (not as a link resolves it): the
+    # same workspace finds the same folder after a restart or a resume, and code that knows
+    # another run's path cannot work out its folder's name without the root-only key.
+    real = base / hmac.new(_naming_key(base), str(workspace.absolute()).encode(), hashlib.sha256).hexdigest()[:32]
     real.mkdir(mode=0o755, exist_ok=True)
     if real.is_symlink():
         raise SandboxError(f"{real} is a symlink: refusing to use it as a workspace")

@@ -123,3 +123,31 @@ def test_write_then_read_and_truncation(code):
     assert capped.text.startswith("line\nline\nli") and "[truncated at 12 characters]" in capped.text
     if os.geteuid() == 0:  # written by the server as root, owned by the sandbox user
         assert (code.workspace / "notes" / "a.txt").stat().st_uid != 0
+
+
+def test_files_written_before_a_restart_are_there_after_it(toolbox_for, tmp_path):
+    servers = {"code": stdio("memento.mcp_servers.code", "--workspace", "{workspace}")}
+    first = toolbox_for(servers, workspace=str(tmp_path / "ws"))
+    assert call(first, "write_file", path="notes/kept.txt", content="still here").status == "success"
+    assert call(first, "run_shell", command="echo made by code > made.txt").status == "success"
+    first.close()  # the server exits, as after a crash or at the end of a process
+    second = toolbox_for(servers, workspace=str(tmp_path / "ws"))
+    assert call(second, "read_file", path="notes/kept.txt").text == "still here"
+    assert "made by code" in call(second, "read_file", path="made.txt").text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="workspaces are moved for the sandbox user only when memento runs as root")
+def test_a_run_cannot_find_another_runs_workspace(toolbox_for, tmp_path):
+    import hashlib
+
+    servers = {"code": stdio("memento.mcp_servers.code", "--workspace", "{workspace}")}
+    a_path = tmp_path / "runs" / "run-a"
+    a = toolbox_for(servers, workspace=str(a_path))
+    assert call(a, "write_file", path="secret.txt", content="run A's secret").status == "success"
+    b = toolbox_for(servers, workspace=str(tmp_path / "runs" / "run-b"))
+    # Run B's code knows run A's workspace path (paths are predictable) but not its folder: the
+    # shared folder cannot be listed, and the name is not a plain hash of the path.
+    guesses = [hashlib.sha256(str(a_path).encode()).hexdigest()[n] for n in (slice(0, 20), slice(0, 32))]
+    out = call(b, "run_shell", command="ls /tmp/memento-sandbox; cat " + " ".join(
+        [f"{a_path}/secret.txt", *(f"/tmp/memento-sandbox/{g}/secret.txt" for g in guesses)]) + "; echo done")
+    assert "run A's secret" not in out.text and "done" in out.text
