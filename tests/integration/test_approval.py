@@ -309,7 +309,6 @@ SECOND_PROCESS = textwrap.dedent("""
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
     from memento.graph import Context, build_graph
-from memento.llm.factory import ModelError
     path, data = sys.argv[1], sys.argv[2]
     ctx = Context(data_dir=data, approval={"plan": True, "case": True})
     with SqliteSaver.from_conn_string(path) as saver:
