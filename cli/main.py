@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = _context(args)
     check_model_settings(ctx)
     files = [os.path.abspath(os.path.expanduser(p)) for p in args.file]
-    if problem := unreadable_file(files):
+    if problem := ctx.task_problem(args.task) or unreadable_file(files):
         raise ConfigError(problem)
     thread_id = args.thread_id = args.thread_id or str(uuid.uuid4())
     print(f"[memento] thread {thread_id}", file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -295,7 +295,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
         print(json.dumps(case.model_dump(), ensure_ascii=False, indent=2) if args.json else case_text(case))
         return 0
     if args.cases_command == "import":
-        return _import_cases(bank, args)
+        return _import_cases(bank, args, _context(args).max_task_chars)
     if args.cases_command == "export":
         return _export_cases(bank, args)
     ids = [_find(bank, prefix).id for prefix in args.case_ids]
@@ -304,10 +304,11 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_cases(bank: Any, args: argparse.Namespace) -> int:
+def _import_cases(bank: Any, args: argparse.Namespace, max_task_chars: int) -> int:
     from memento.memory.interchange import read_case_file
 
-    cases = list({case.id: case for case in read_case_file(args.file)}.values())  # last copy of a repeated line wins
+    # The last copy of a repeated line wins.
+    cases = list({case.id: case for case in read_case_file(args.file, max_task_chars)}.values())
     before = bank.count()
     bank.write_all(cases)  # every line was checked; now all of them are written, or none
     report = {"read": len(cases), "added": bank.count() - before, "total": bank.count()}

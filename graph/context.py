@@ -116,6 +116,8 @@ class Context:
         "description": "Most tool calls the executor makes for one subtask."})
     max_planner_retries: int = field(default=2, metadata={
         "description": "Retries after a malformed planner reply before the run ends with an error."})
+    max_task_chars: int = field(default=20000, metadata={
+        "description": "Longest task accepted, in characters, at run and at case import."})
     max_result_chars: int = field(default=4000, metadata={
         "description": "Longest subtask result or tool output passed on, in characters."})
 
@@ -131,7 +133,8 @@ class Context:
     def __post_init__(self) -> None:
         for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1), ("top_k", 0),
                           ("candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
-                          ("max_result_chars", 200), ("torch_threads", 0)):
+                          ("max_result_chars", 200), ("torch_threads", 0),
+                          ("max_task_chars", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
@@ -152,6 +155,13 @@ class Context:
     def policy(self) -> ApprovalPolicy:
         """The `approval` setting, parsed."""
         return self._policy
+
+    def task_problem(self, task: str) -> str | None:
+        """Why `task` is refused, or None."""
+        if len(task) > self.max_task_chars:
+            return (f"the task is {len(task)} characters; at most {self.max_task_chars} are accepted "
+                    "(setting max_task_chars)")
+        return None
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else Path(platformdirs.user_data_dir("memento"))

@@ -118,13 +118,17 @@ def iter_jsonl(path: str | Path, suffix: str = "") -> Iterator[tuple[int, Any]]:
         raise CaseFileError(f"{path}, line {exc.number}: {exc}{suffix}") from None
 
 
-def read_case_file(path: str | Path) -> list[Case]:
+def read_case_file(path: str | Path, max_task_chars: int | None = None) -> list[Case]:
     """Every case in the file, or CaseFileError at the first bad line: all or nothing."""
     suffix = "; nothing was imported"
     cases = []
     for number, record in iter_jsonl(path, suffix):
         try:
-            cases.append(case_from_line(record))
+            case = case_from_line(record)
+            if max_task_chars is not None and len(case.task) > max_task_chars:
+                raise ValueError(f"the task is {len(case.task)} characters; at most {max_task_chars} are accepted "
+                                 "(setting max_task_chars)")
+            cases.append(case)
         except (ValueError, ValidationError) as exc:
             reason = " ".join(str(exc).split())[:200]
             raise CaseFileError(f"{path}, line {number}: {reason}{suffix}") from None

@@ -41,7 +41,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
-    if problem := unreadable_file(files):
+    if problem := ctx.task_problem(state["task"]) or unreadable_file(files):
         return {**update, "error": problem}
     if ctx.retrieval_mode == "none" or ctx.top_k == 0:
         return update

@@ -82,6 +82,18 @@ def test_a_bad_id_on_the_last_of_300_lines_imports_nothing(tmp_path):
     assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout) == []
 
 
+def test_a_task_over_the_limit_is_refused_at_import_and_at_run(tmp_path):
+    data = str(tmp_path / "data")
+    config = tmp_path / "limit.toml"
+    config.write_text("max_task_chars = 50\n", encoding="utf-8")
+    rows = [ORIGINAL[0], {"id": "long", "task": "x" * 51, "reward": 1}]
+    one_line_error(memento("cases", "import", _write(tmp_path / "long.jsonl", rows), "--data-dir", data,
+                           "--config", str(config)), "line 2", "51 characters", "max_task_chars", "nothing was imported")
+    one_line_error(memento("run", "y" * 51, "--data-dir", data, "--config", str(config)), "51 characters",
+                   "max_task_chars")
+    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout) == []
+
+
 def test_invalid_utf8_names_its_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(json.dumps(ORIGINAL[0]).encode() + b'\n{"case": "\xff", "plan": "p", "case_label": "positive"}\n')

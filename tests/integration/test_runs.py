@@ -97,3 +97,9 @@ def test_a_run_that_died_does_not_leak_its_inputs_into_the_next(graph, ctx, numb
     state = graph.get_state({"configurable": {"thread_id": "t1"}}).values
     assert state["run_files"] == [] and state["run_ground_truth"] is None
     assert out["score"]["scored_by"] == "judge:simulated"  # not scored against the dead run's "49"
+
+
+def test_a_task_over_the_limit_ends_with_a_clear_error(graph, ctx):
+    state = run(graph, ctx.replace(max_task_chars=10), "What is 2 + 2, said at length?")
+    assert "at most 10 are accepted (setting max_task_chars)" in state["error"]
+    assert state.get("final_answer") is None
