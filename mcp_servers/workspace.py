@@ -28,19 +28,9 @@ def confine(root: Path, relative: str) -> Path:
     return resolved
 
 
-def under_any(roots: list[Path], path: str) -> Path:
-    """`path` (absolute, symlinks resolved) if it is one of `roots` or inside a folder among them."""
-    resolved = Path(path).expanduser().resolve()
-    for root in roots:
-        root = root.resolve()
-        if resolved == root or (root.is_dir() and resolved.is_relative_to(root)):
-            return resolved
-    raise PathRefused(f"{path} is outside the files this run may read")
-
-
 # -- race-free opening ---------------------------------------------------------------------
 #
-# `confine` and `under_any` check a path, and a later open() uses it: code in the sandbox can swap
+# Checking a path and opening it later (as `confine` does) leaves a gap: code in the sandbox can swap
 # a folder on the way for a symlink in between. The functions below never look a path up twice:
 # they walk it one component at a time from a held folder descriptor, refusing any symlink
 # (O_NOFOLLOW at every step), and open only regular files (O_NONBLOCK, so a FIFO never blocks;

@@ -17,6 +17,7 @@ from memento.llm.factory import make_chat_model, model_call
 from memento.mcp_servers.client import TOOLBOXES, Toolbox
 from memento.nodes import prompts
 from memento.nodes.planner import render_files
+from memento.nodes.review import ask
 
 
 def _earlier(state: State) -> str:
@@ -62,8 +63,6 @@ def run_calls(ctx: Context, policy: ApprovalPolicy, toolbox: Toolbox,
     The calls the approval policy names are asked about together, one decision each, before any
     of the turn's calls runs; an edited call runs with the reviewer's arguments, a rejected one
     returns the reviewer's reason as the tool's error."""
-    from memento.nodes.review import ask
-
     allowed = [policy.tool_decisions(call["name"]) for call in wanted]
     asked = [(call, a) for call, a in zip(wanted, allowed) if a is not None]
     decisions = iter(ask(tools_request([c for c, _ in asked], [a for _, a in asked]), ctx.max_subtasks)

@@ -11,7 +11,7 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.func import task
 from langgraph.runtime import Runtime
 
-from memento.graph.approval import run_policy
+from memento.graph.approval import case_request, run_policy
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.llm.factory import make_chat_model, model_call, structured
@@ -21,6 +21,7 @@ from memento.memory.case_bank import CaseBank
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.resources import case_bank_for, retriever_for
+from memento.nodes.review import ask
 from memento.nodes.schemas import JudgeVerdict
 
 SUMMARY_CHARS = 1500
@@ -54,15 +55,20 @@ def summarise_results(state: State) -> str:
     return summary if len(summary) <= SUMMARY_CHARS else summary[:SUMMARY_CHARS] + " ..."
 
 
+def score_run(ctx: Context, state: State, answer: str) -> dict[str, Any]:
+    """The answer's score as the run scores it: against its ground truth, else by the judge."""
+    truth = state.get("run_ground_truth")
+    if truth:
+        return dataclasses.asdict(score_answer(answer, truth, ctx.f1_threshold))
+    return judge_task(ctx, state["task"], answer).result()
+
+
 def review_case(ctx: Context, state: State, answer: str, score: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """Ask a human about the case (when the run's policy says so): the answer and score to store,
     or None when the case is discarded. An edited answer without an edited reward is scored again,
     as the run scores answers (against the ground truth, or by the judge)."""
     if not run_policy(state, ctx).case or not ctx.write_cases:
         return answer, score
-    from memento.graph.approval import case_request
-    from memento.nodes.review import ask
-
     decision = ask(case_request(state["task"], answer, score), ctx.max_subtasks)[0]
     if decision["type"] == "reject":
         return None
@@ -70,9 +76,7 @@ def review_case(ctx: Context, state: State, answer: str, score: dict[str, Any]) 
         edits = decision["edited_action"]["args"]
         if edits.get("final_answer", answer) != answer:
             answer = edits["final_answer"]
-            truth = state.get("run_ground_truth")
-            score = (dataclasses.asdict(score_answer(answer, truth, ctx.f1_threshold)) if truth
-                     else judge_task(ctx, state["task"], answer).result())
+            score = score_run(ctx, state, answer)
         if "reward" in edits:
             score = {**score, "reward": edits["reward"], "scored_by": "human",
                      "reason": f"set by a human reviewer (was {score['reward']:g}, {score['scored_by']})"}
@@ -85,9 +89,7 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if state.get("case_written"):
         return {}
     answer = state.get("final_answer") or ""
-    truth = state.get("run_ground_truth")
-    scored = (dataclasses.asdict(score_answer(answer, truth, ctx.f1_threshold)) if truth
-              else judge_task(ctx, state["task"], answer).result())
+    scored = score_run(ctx, state, answer)
     reviewed = review_case(ctx, state, answer, scored)
     emit = get_stream_writer()
     if reviewed is None:
