@@ -15,7 +15,7 @@ export ANONYMIZED_TELEMETRY ?= False
 export LANGGRAPH_CLI_NO_ANALYTICS ?= 1
 export LANGGRAPH_NO_VERSION_CHECK ?= true
 
-.PHONY: all setup demo test studio clean
+.PHONY: all setup demo test sandbox-tool studio clean
 
 all: test
 
@@ -40,8 +40,27 @@ $(READY): pyproject.toml
 demo: $(READY)
 	$(BIN)/memento demo
 
-test: $(READY)
+test: $(READY) sandbox-tool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# bubblewrap for the code sandbox's bwrap backend (and its tests): installed where this machine
+# lets us (root or passwordless sudo, with apt); elsewhere its tests are skipped, saying why.
+sandbox-tool:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "bubblewrap not installed and no apt-get here: the bwrap sandbox tests will be skipped"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then \
+	    echo "bubblewrap not installed and no root to install it: the bwrap sandbox tests will be skipped"; \
+	  else \
+	    echo "installing bubblewrap (apt) for the code sandbox"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null 2>&1 && \
+	      $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
+	    echo "could not install bubblewrap: the bwrap sandbox tests will be skipped"; \
+	  fi; \
+	fi
 
 studio: $(READY)
 	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true $(BIN)/langgraph dev --port 2025 --no-browser

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ground-truth", metavar="TEXT", help="expected answer; scores the run without the judge")
     run.add_argument("--thread-id", metavar="ID", help="thread id for the run's checkpoints (default: a new one)")
     run.add_argument("--json", action="store_true", help="print the outcome as JSON (progress goes to stderr)")
+    run.add_argument("--keep-workspace", action="store_true",
+                     help="keep the run's code workspace when it ends (printed at the end)")
     run.add_argument("--approve-plan", action="store_true", help="ask for approval of the first plan")
     run.add_argument("--approve-replans", action="store_true", help="ask for approval of each new plan")
     run.add_argument("--approve-case", action="store_true", help="ask for approval of the case before it is stored")
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Settings given as options; None where the option was not given."""
     overrides: dict[str, Any] = {"data_dir": args.data_dir, "max_cycles": getattr(args, "max_cycles", None)}
+    if getattr(args, "keep_workspace", False):
+        overrides["keep_workspaces"] = True
     for role in ("planner", "executor", "judge"):
         overrides[f"{role}_model"] = getattr(args, f"{role}_model", None)
         overrides[f"{role}_base_url"] = getattr(args, f"{role}_base_url", None)

@@ -73,7 +73,8 @@ class Progress:
 def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool, out: TextIO = sys.stdout) -> None:
     roles = simulated_roles(ctx)
     if as_json:
-        keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "case_discarded", "error")
+        keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "case_discarded", "kept_workspace",
+                "error")
         payload = {"status": "failed" if state.get("error") else "done", "thread_id": thread_id,
                    **{k: state.get(k) for k in keys},
                    "cases_used": [{"id": c["id"], "similarity": c["similarity"], "reward": c["reward"]}
@@ -90,6 +91,8 @@ def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: 
             print(f"reward: {state['reward']:g} ({state['score']['scored_by']})", file=out)
         if state.get("case_discarded"):
             print("case: discarded by the reviewer (nothing stored, nothing learned)", file=out)
+        if state.get("kept_workspace"):
+            print(f"workspace: {state['kept_workspace']}", file=out)
     print(f"thread: {thread_id}", file=out)
 
 

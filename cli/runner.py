@@ -36,7 +36,7 @@ def check_checkpoint_file(ctx: Context) -> None:
 
 @contextmanager
 def checkpointed_graph(ctx: Context) -> Iterator[Any]:
-    ctx.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    ctx.resolved_data_dir().mkdir(mode=0o700, parents=True, exist_ok=True)  # cases and checkpoints: private
     check_checkpoint_file(ctx)
     with SqliteSaver.from_conn_string(str(ctx.checkpoint_path())) as saver:
         yield build_graph(saver)

@@ -35,8 +35,8 @@ def default_mcp_servers() -> dict[str, dict[str, Any]]:
     return {
         "math": server("math"),
         "documents": server("documents"),
-        "code": server("code", "--timeout", "30", "--cpu", "20", "--memory-mb", "1024",
-                       "--processes", "32", "--max-output", "64000"),
+        "code": server("code", "--isolation", "auto", "--timeout", "30", "--cpu", "20", "--memory-mb", "1024",
+                       "--processes", "32", "--max-output", "64000", "--tmp-mb", "64", "--disk-mb", "1024"),
         "web": server("web", "--max-bytes", "2000000", "--timeout", "20"),
         "media": server("media", "--vision-model", "", "--audio-model", "", enabled=False),
     }
@@ -105,6 +105,9 @@ class Context:
         "description": "Gradient steps the Q-retriever takes after each run."})
     write_cases: bool = field(default=True, metadata={
         "description": "Write each finished run to the case bank."})
+    keep_workspaces: bool = field(default=False, metadata={
+        "description": "Keep a run's code workspace (DATA_DIR/workspaces/RUN_ID) when the run ends; by default "
+                       "it is removed once the case is written or discarded."})
     f1_threshold: float = field(default=0.8, metadata={
         "description": "Token F1 at or above which an answer earns reward 1 against ground truth."})
 

@@ -78,4 +78,6 @@ class State(InputState, OutputState):
     """What human reviewers said when they rejected a plan; the planner sees it from then on."""
     case_discarded: bool
     """A reviewer discarded the case: nothing was written and the retriever learned nothing."""
+    kept_workspace: str | None
+    """The run's code workspace, where it was kept after the run (`keep_workspaces`)."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -23,7 +24,7 @@ import anyio
 from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_scope, run_server
-from memento.mcp_servers.sandbox import Limits, RunResult, Sandbox, become_subreaper
+from memento.mcp_servers.sandbox import BACKENDS, Isolation, Limits, RunResult, Sandbox, SandboxError, become_subreaper
 from memento.mcp_servers.workspace import confine, open_beneath, read_beneath, relative_parts
 
 MAX_READ_CHARS = 50_000
@@ -41,6 +42,7 @@ class Settings:
     limits = Limits()
     user: str | None = "nobody"
     python: str | None = None
+    isolation: Isolation | None = None  # chosen at start (or at the first call, used as a library)
     default_workspace: Path | None = None
     sandboxes: dict[str, Sandbox] = {}
     lock = threading.Lock()
@@ -57,9 +59,11 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
                 Settings.default_workspace = Path(tempfile.mkdtemp(prefix="memento-workspace-"))
             workspace = Settings.default_workspace
         key = str(workspace)
+        if Settings.isolation is None:
+            Settings.isolation = Isolation.choose("auto", Settings.user)
         if key not in Settings.sandboxes:
             Settings.sandboxes[key] = Sandbox(workspace, Settings.limits, user=Settings.user, python=Settings.python,
-                                              run_lock=_RUN_LOCK)
+                                              run_lock=_RUN_LOCK, isolation=Settings.isolation)
         Settings.sandboxes[key] = Settings.sandboxes.pop(key)  # most recently used last
         while len(Settings.sandboxes) > MAX_SANDBOXES:  # a long-lived server serves many runs
             old, box = next(iter(Settings.sandboxes.items()))
@@ -159,18 +163,31 @@ def main() -> None:
     defaults = Limits()
     parser.add_argument("--timeout", type=float, default=defaults.wall_s, help="wall-clock seconds per run")
     parser.add_argument("--cpu", type=int, default=defaults.cpu_s, help="CPU seconds per run")
-    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="address-space limit per process")
+    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
+                        help="memory for a run's processes together (and address space per process)")
     parser.add_argument("--processes", type=int, default=defaults.processes, help="processes a run may start")
     parser.add_argument("--max-output", type=int, default=defaults.output_bytes, help="stdout+stderr bytes kept")
     parser.add_argument("--file-mb", type=int, default=defaults.file_mb, help="largest file a run may write")
+    parser.add_argument("--tmp-mb", type=int, default=defaults.tmp_mb, help="size of the private /tmp and /dev/shm")
+    parser.add_argument("--disk-mb", type=int, default=defaults.disk_mb, help="what the workspace may hold")
+    parser.add_argument("--isolation", choices=BACKENDS, default="auto",
+                        help="bwrap (namespaces), rlimit (resource limits only), or auto: bwrap where it can start")
+    parser.add_argument("--network", action="store_true", help="give code the host's network (bwrap; off by default)")
     parser.add_argument("--sandbox-user", default="nobody",
                         help="when run as root, run code as this user ('' to keep root: no process limit)")
     parser.add_argument("--python", help="interpreter for run_python (default: one the sandbox user may run)")
     add_transport_options(parser)
     args = parser.parse_args()
     Settings.limits = Limits(wall_s=args.timeout, cpu_s=args.cpu, memory_mb=args.memory_mb, processes=args.processes,
-                             output_bytes=args.max_output, file_mb=args.file_mb)
+                             output_bytes=args.max_output, file_mb=args.file_mb, tmp_mb=args.tmp_mb,
+                             disk_mb=args.disk_mb)
     Settings.user, Settings.python = args.sandbox_user or None, args.python
+    try:
+        Settings.isolation = Isolation.choose(args.isolation, Settings.user, network=args.network)
+    except SandboxError as exc:
+        parser.exit(2, f"memento-code: {exc}\n")
+    # On standard error, which memento passes through: the log says how code is isolated.
+    print(f"memento-code: sandbox {Settings.isolation.describe()}", file=sys.stderr, flush=True)
     Settings.default_workspace = Path(args.workspace) if args.workspace else None
     if Settings.default_workspace is not None:
         sandbox()  # checks the settings (user, interpreter) before the first call

@@ -1,12 +1,21 @@
 """Run a command with limits: wall-clock and CPU time, memory, processes, output and file size.
 
-The child starts through a small launcher (`python -c LAUNCHER`) that sets its resource limits
-and then `exec`s the command, so no `preexec_fn` runs in this (threaded) server. When the
-server runs as root, the child runs as an unprivileged user (default `nobody`), because the
-kernel does not apply the process limit to root. The child gets a scrubbed environment and its
-own process group. On Linux the server is a child subreaper, so every process a run starts,
-even one that left its group with `setsid` and outlived its parent, stays a descendant of the
-server, and all of them are killed when the run ends.
+Two backends. **bwrap** (the default on Linux where bubblewrap can start): the command runs in
+new mount, PID, IPC, UTS, user and network namespaces; the host's system folders are mounted
+read-only, the run's workspace is the only writable host folder, and `/tmp` and `/dev/shm` are
+private size-capped tmpfs mounts that vanish with the run; no network unless the server is given
+one. **rlimit** (the fallback): the same limits, as resource limits on an ordinary child process.
+
+Either way the child starts through a small launcher (`python -c LAUNCHER`) that sets its
+resource limits and then `exec`s the command (bwrap, or the command itself), so no `preexec_fn`
+runs in this (threaded) server. When the server runs as root, the child runs as an unprivileged
+user (default `nobody`), because the kernel does not apply the process limit to root. Where the
+server may create a memory cgroup (root, cgroup v1 or a delegated v2 tree), the whole process
+tree of a run is held in one, with the memory limit on the tree; elsewhere the tree's resident
+memory is polled and the run stopped when it goes over. The child gets a scrubbed environment
+and its own process group. On Linux the server is a child subreaper, so every process a run
+starts, even one that left its group with `setsid` and outlived its parent, stays a descendant
+of the server, and all of them are killed when the run ends.
 
 The server touches workspace files that the sandboxed code may have replaced with symlinks,
 so it never follows one there: ownership changes use `follow_symlinks=False` and files are
@@ -35,24 +44,31 @@ import psutil
 
 LAUNCHER = """
 import os, resource, sys
-cpu, mem, nproc, fsize = (int(v) for v in sys.argv[1:5])
+cpu, mem, nproc, fsize, ready = (int(v) for v in sys.argv[1:6])
+if ready >= 0:  # wait until the server has put this process in the run's memory cgroup
+    os.read(ready, 1)
+    os.close(ready)
 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-os.execvp(sys.argv[5], sys.argv[5:])
+os.execvp(sys.argv[6], sys.argv[6:])
 """
+
+BACKENDS = ("auto", "bwrap", "rlimit")
 
 
 @dataclass(frozen=True)
 class Limits:
     wall_s: float = 30.0
     cpu_s: int = 20
-    memory_mb: int = 1024
+    memory_mb: int = 1024  # the whole run: every process it starts, together
     processes: int = 32
     output_bytes: int = 64_000
     file_mb: int = 100
+    tmp_mb: int = 64  # each of the private /tmp and /dev/shm (bwrap)
+    disk_mb: int = 1024  # what the workspace may hold after a run's writes
 
 
 @dataclass
@@ -128,26 +144,304 @@ def reachable_workspace(workspace: Path) -> Path:
     return real
 
 
+# Read-only views of the host that programs commonly need; nothing that holds secrets or state.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+             "/etc/mime.types", "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/fonts", "/etc/matplotlibrc")
+NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf")
+
+
+def bwrap_arguments(workspace: Path, extra_ro: list[str], limits: Limits, network: bool) -> list[str]:
+    """bubblewrap's arguments for a run in `workspace` (mounted at the same path, the only writable
+    host folder), up to the command."""
+    args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox"]
+    if network:
+        args.append("--share-net")
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in (*ETC_FILES, *(NETWORK_ETC if network else ())):
+        args += ["--ro-bind-try", path, path]
+    for path in extra_ro:
+        args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp",
+             "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/dev/shm",
+             "--bind", str(workspace), str(workspace), "--chdir", str(workspace)]
+    return args
+
+
+def _python_roots(python: str, uid: int | None, gid: int | None) -> list[str]:
+    """The folders outside the system ones that `python` needs (a virtual environment, a
+    pyenv or conda install), asked of the interpreter itself as the sandbox user."""
+    probe = "import sys; print(sys.prefix); print(sys.base_prefix); print(sys.executable)"
+    try:
+        done = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, timeout=30, user=uid,
+                              group=gid, extra_groups=[] if uid is not None else None, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SandboxError(f"cannot run the sandbox Python {python}: {exc}: pass --python PATH") from None
+    roots: set[str] = set()
+    for line in [*done.stdout.splitlines(), python]:
+        if not line.strip():
+            continue
+        real = os.path.realpath(line.strip())
+        folder = real if os.path.isdir(real) else os.path.dirname(os.path.dirname(real))
+        if not any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS):
+            roots.add(folder)
+    # Bound as they are found; a root inside another is covered by it.
+    return sorted(r for r in roots if not any(r != o and r.startswith(o + "/") for o in roots))
+
+
+def bwrap_problem(user: int | None, group: int | None) -> str | None:
+    """Why bubblewrap cannot run sandboxes here (as the sandbox user), or None when it can."""
+    binary = shutil.which("bwrap")
+    if binary is None:
+        return "bubblewrap (bwrap) is not installed"
+    with tempfile.TemporaryDirectory(prefix="memento-bwrap-probe-") as folder:
+        os.chmod(folder, 0o755)
+        args = [binary, *bwrap_arguments(Path(folder), [], Limits(), network=False), "/bin/sh", "-c", "exit 0"]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=30, user=user, group=group,
+                                  extra_groups=[] if user is not None else None, cwd="/")
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"bwrap cannot start: {exc}"
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["exit code " + str(done.returncode)])[-1]
+        return f"bwrap cannot start a sandbox here ({reason}); user namespaces may be off"
+    return None
+
+
+def describe_backend(backend: str, network: bool, memory: str) -> str:
+    """One line for the log: what the active backend isolates and what it does not."""
+    if backend == "bwrap":
+        net = "host network (opted in)" if network else "no network"
+        return (f"bwrap: own mount, PID, IPC, UTS and user namespaces; {net}; system folders read-only, the "
+                f"workspace the only writable host folder; private /tmp and /dev/shm; memory {memory}")
+    return (f"rlimit: resource limits and a scrubbed environment only; code sees the host's files its user "
+            f"may read, its network and its processes; memory {memory}")
+
+
+def _cgroup_mounts() -> dict[str, str]:
+    """Mount points of the cgroup v2 tree ('unified') and the v1 memory controller ('memory')."""
+    found: dict[str, str] = {}
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        if tail[0] == "cgroup2":
+            found.setdefault("unified", fields[4])
+        elif tail[0] == "cgroup" and "memory" in tail[2].split(","):
+            found.setdefault("memory", fields[4])
+    return found
+
+
+def _own_cgroups() -> dict[str, str]:
+    own: dict[str, str] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return own
+    for line in lines:
+        number, controllers, path = line.split(":", 2)
+        if number == "0" and controllers == "":
+            own["unified"] = path
+        elif "memory" in controllers.split(","):
+            own["memory"] = path
+    return own
+
+
+class MemoryGroup:
+    """A memory cgroup made for one run: its processes share one limit, and the kernel kills
+    in it, not elsewhere, when the limit is reached."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        self.path = path
+        self.version = version
+
+    @classmethod
+    def parent(cls) -> tuple[Path, int] | None:
+        """Where this process may make memory cgroups, or None (not root, no controller, no
+        delegation)."""
+        mounts, own = _cgroup_mounts(), _own_cgroups()
+        if "memory" in mounts and "memory" in own:
+            base = Path(mounts["memory"]) / own["memory"].lstrip("/")
+            if os.access(base, os.W_OK) and (base / "memory.limit_in_bytes").exists():
+                return base, 1
+        if "unified" in mounts and "unified" in own:
+            base = Path(mounts["unified"]) / own["unified"].lstrip("/")
+            try:
+                if "memory" in (base / "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
+                    return base, 2
+            except OSError:
+                pass
+        return None
+
+    @classmethod
+    def create(cls, parent: tuple[Path, int], limit_bytes: int) -> MemoryGroup:
+        base, version = parent
+        path = base / f"memento-run-{os.getpid()}-{secrets.token_hex(4)}"
+        path.mkdir()
+        group = cls(path, version)
+        try:
+            if version == 1:
+                (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+                if (path / "memory.memsw.limit_in_bytes").exists():  # swap counted too, where accounted
+                    (path / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
+            else:
+                (path / "memory.max").write_text(str(limit_bytes))
+                (path / "memory.swap.max").write_text("0")
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    def enter(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def oom_kills(self) -> int:
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        try:
+            for line in (self.path / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def remove(self) -> None:
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    return  # left for the system; it holds no processes worth keeping
+                for pid in self.pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                time.sleep(0.02)
+
+
+def tree_memory(root: int) -> int:
+    """Resident bytes of a process and all its descendants (0 for those already gone)."""
+    try:
+        top = psutil.Process(root)
+        family = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in family:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def folder_bytes(root: Path, cap_entries: int = 100_000) -> int:
+    """Bytes a folder holds (allocated blocks), walked without following links, at most
+    `cap_entries` entries (so a folder of a million empty files cannot stall the server)."""
+    total, seen, stack = 0, 0, [str(root)]
+    while stack and seen < cap_entries:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How a server isolates runs: chosen once, at start, and said in its log."""
+
+    backend: str  # "bwrap" or "rlimit"
+    network: bool = False
+    memory_parent: tuple[Path, int] | None = None  # where run cgroups go; None: the tree is polled
+    reason: str = ""  # why the fallback was taken, if it was
+
+    @classmethod
+    def choose(cls, requested: str = "auto", user: str | None = "nobody", network: bool = False) -> Isolation:
+        if requested not in BACKENDS:
+            raise SandboxError(f"unknown sandbox backend {requested!r}: use one of {', '.join(BACKENDS)}")
+        uid, gid = _sandbox_ids(user)
+        problem = None
+        if requested != "rlimit":
+            problem = bwrap_problem(uid, gid) if sys.platform.startswith("linux") else "bwrap needs Linux"
+            if problem and requested == "bwrap":
+                raise SandboxError(f"{problem}: install bubblewrap (apt install bubblewrap) or use --isolation rlimit")
+        backend = "rlimit" if requested == "rlimit" or problem else "bwrap"
+        return cls(backend, network, MemoryGroup.parent(), problem or "")
+
+    def describe(self) -> str:
+        memory = "limit on the run's whole process tree (cgroup)" if self.memory_parent else \
+            "limit per process, the tree's total polled"
+        line = describe_backend(self.backend, self.network, memory)
+        return f"{line} [bwrap not used: {self.reason}]" if self.reason else line
+
+
+def _sandbox_ids(user: str | None) -> tuple[int | None, int | None]:
+    if os.geteuid() != 0 or not user:
+        return None, None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise SandboxError(f"sandbox user {user!r} does not exist: create it or pass --sandbox-user") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+_ROOTS: dict[tuple[str, int | None], list[str]] = {}
+
+
 class Sandbox:
     """Runs commands in one workspace folder under fixed limits."""
 
     def __init__(self, workspace: Path, limits: Limits, user: str | None = "nobody", python: str | None = None,
-                 run_lock: threading.Lock | None = None) -> None:
+                 run_lock: threading.Lock | None = None, isolation: Isolation | None = None) -> None:
         if os.name != "posix":
             raise SandboxError("the code sandbox needs a POSIX system (Linux or macOS)")
         self.limits = limits
         self._run_lock = run_lock or threading.Lock()
-        self.uid = self.gid = None
-        if os.geteuid() == 0 and user:
-            try:
-                entry = pwd.getpwnam(user)
-            except KeyError:
-                raise SandboxError(f"sandbox user {user!r} does not exist: create it or pass --sandbox-user") from None
-            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+        self.uid, self.gid = _sandbox_ids(user)
+        self.isolation = isolation or Isolation.choose("auto", user)
         self.python = python or self._default_python()
         self.workspace = reachable_workspace(workspace) if self.uid is not None else workspace.resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.own(self.workspace)
+        self.python_roots: list[str] = []
+        if self.isolation.backend == "bwrap":
+            key = (self.python, self.uid)
+            if key not in _ROOTS:
+                _ROOTS[key] = _python_roots(self.python, self.uid, self.gid)
+            self.python_roots = _ROOTS[key]
 
     def remove_if_empty(self, link: Path) -> None:
         """At exit: drop a workspace the run left empty (and the link to it, if it was moved)."""
@@ -173,7 +467,8 @@ class Sandbox:
 
     def _environment(self) -> dict[str, str]:
         # Nothing is inherited: no API keys, tokens or proxies reach the code.
-        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.workspace), "TMPDIR": str(self.workspace),
+        tmp = "/tmp" if self.isolation.backend == "bwrap" else str(self.workspace)  # private there
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.workspace), "TMPDIR": tmp,
                 "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                 "MPLBACKEND": "Agg", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -196,16 +491,45 @@ class Sandbox:
         with self._run_lock:
             return self._run(argv, wall_s, stdin)
 
+    def _command(self, argv: list[str]) -> list[str]:
+        if self.isolation.backend != "bwrap":
+            return argv
+        bwrap = shutil.which("bwrap") or "bwrap"
+        return [bwrap, *bwrap_arguments(self.workspace, self.python_roots, self.limits, self.isolation.network),
+                "--", *argv]
+
     def _run(self, argv: list[str], wall_s: float | None, stdin: bytes | None) -> RunResult:
         limits = self.limits
         wall = min(wall_s or limits.wall_s, limits.wall_s)
-        launcher = [self.python, "-I", "-c", LAUNCHER, str(limits.cpu_s), str(limits.memory_mb * 2**20),
-                    str(self._process_allowance()), str(limits.file_mb * 2**20), *argv]
+        memory_limit = limits.memory_mb * 2**20
+        group = MemoryGroup.create(self.isolation.memory_parent, memory_limit) if self.isolation.memory_parent else None
+        ready, go = os.pipe() if group else (-1, -1)
+        launcher = [self.python, "-I", "-c", LAUNCHER, str(limits.cpu_s), str(memory_limit),
+                    str(self._process_allowance()), str(limits.file_mb * 2**20), str(ready), *self._command(argv)]
         started = time.monotonic()
-        proc = subprocess.Popen(launcher, cwd=self.workspace, env=self._environment(),
-                                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
-                                user=self.uid, group=self.gid, extra_groups=[] if self.uid is not None else None)
+        try:
+            proc = subprocess.Popen(launcher, cwd=self.workspace, env=self._environment(),
+                                    stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
+                                    pass_fds=(ready,) if group else (), user=self.uid, group=self.gid,
+                                    extra_groups=[] if self.uid is not None else None)
+        except BaseException:
+            if group:
+                os.close(ready)
+                os.close(go)
+                group.remove()
+            raise
+        if group:
+            os.close(ready)
+            try:
+                group.enter(proc.pid)  # before the launcher goes on, so every process it starts is inside
+            except OSError as exc:
+                os.close(go)
+                self._kill_all(proc)
+                group.remove()
+                raise SandboxError(f"cannot put the run in its memory cgroup: {exc}") from None
+            os.write(go, b"1")
+            os.close(go)
         outputs = {"stdout": bytearray(), "stderr": bytearray()}
         total = [0]
         overflow = threading.Event()
@@ -237,19 +561,36 @@ class Sandbox:
         for reader in readers:
             reader.start()
         stopped = None
+        checked = 0.0
         while proc.poll() is None:
+            now = time.monotonic()
             if overflow.is_set():
                 stopped = f"output limit of {limits.output_bytes} bytes reached"
                 break
-            if time.monotonic() - started > wall:
+            if now - started > wall:
                 stopped = f"wall-clock limit of {wall:g} s reached"
                 break
+            if now - checked >= 0.1:
+                checked = now
+                if group is None and tree_memory(proc.pid) > memory_limit:
+                    stopped = f"memory limit of {limits.memory_mb} MB reached by the run's processes together"
+                    break
+                if folder_bytes(self.workspace) > limits.disk_mb * 2**20:
+                    stopped = f"disk limit of {limits.disk_mb} MB for the workspace reached"
+                    break
             time.sleep(0.02)
         self._kill_all(proc)
+        if group:
+            oom = group.oom_kills()
+            group.remove()
+            if oom and stopped is None:
+                stopped = f"memory limit of {limits.memory_mb} MB reached by the run's processes together"
         for reader in readers:
             reader.join(timeout=5)
         if overflow.is_set() and stopped is None:
             stopped = f"output limit of {limits.output_bytes} bytes reached"
+        if stopped is None and folder_bytes(self.workspace) > limits.disk_mb * 2**20:
+            stopped = f"disk limit of {limits.disk_mb} MB for the workspace reached"
         result = RunResult(proc.returncode, outputs["stdout"].decode("utf-8", "replace"),
                            outputs["stderr"].decode("utf-8", "replace"), time.monotonic() - started, stopped)
         if result.stopped is None:
@@ -258,6 +599,8 @@ class Sandbox:
 
     def _limit_hit(self, result: RunResult) -> str | None:
         code = result.returncode
+        if self.isolation.backend == "bwrap" and code is not None and code > 128:
+            code = -(code - 128)  # bwrap reports a command killed by signal N as 128 + N
         if code == -signal.SIGXCPU or (code == -signal.SIGKILL and result.wall_s >= self.limits.cpu_s):
             return f"CPU-time limit of {self.limits.cpu_s} s reached"
         if "MemoryError" in result.stderr or "Cannot allocate memory" in result.stderr:

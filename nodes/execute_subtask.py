@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,28 @@ def _earlier(state: State) -> str:
 
 
 def run_workspace(ctx: Context, run_id: str) -> Path:
-    """The run's own folder for the code tools, made by the code server on first use (and kept
-    after the run, for its outputs)."""
+    """The run's own folder for the code tools, made by the code server on first use; removed
+    when the run ends unless `keep_workspaces` is set (see `remove_workspace`)."""
     return (ctx.resolved_data_dir() / "workspaces" / run_id).absolute()
+
+
+def remove_workspace(workspace: Path) -> None:
+    """Remove a finished run's workspace. Where the code server moved it for its sandbox user
+    (to the system temp dir's `memento-sandbox/`, linked from here) the moved folder goes too;
+    `shutil.rmtree` removes through directory descriptors, so links the run's code planted
+    inside are removed, never followed."""
+    if workspace.is_symlink():
+        target = Path(os.path.realpath(workspace))
+        try:
+            parent = target.parent.lstat()  # the code server's folder: root's, writable by it only
+        except OSError:
+            parent = None
+        if (parent is not None and target.parent.name == "memento-sandbox" and parent.st_uid == 0
+                and not parent.st_mode & 0o022 and stat.S_ISDIR(target.lstat().st_mode)):
+            shutil.rmtree(target, ignore_errors=True)
+        workspace.unlink(missing_ok=True)
+    elif workspace.is_dir():
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 @task(name="executor_model")

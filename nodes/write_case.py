@@ -20,6 +20,7 @@ from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
+from memento.nodes.execute_subtask import remove_workspace, run_workspace
 from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.review import ask
 from memento.nodes.schemas import JudgeVerdict
@@ -88,6 +89,19 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     TOOLBOXES.release(state.get("case_id"))  # the run's tools are done: close its MCP sessions
     if state.get("case_written"):
         return {}
+    update = _score_and_store(ctx, state)
+    # The run has ended (its case written or discarded): its workspace goes, unless kept. A run
+    # that failed before this point keeps it, so a resume finds its files.
+    if state.get("case_id"):
+        workspace = run_workspace(ctx, state["case_id"])
+        if not ctx.keep_workspaces:
+            remove_workspace(workspace)
+        elif workspace.exists():
+            update["kept_workspace"] = str(workspace)
+    return update
+
+
+def _score_and_store(ctx: Context, state: State) -> dict[str, Any]:
     answer = state.get("final_answer") or ""
     scored = score_run(ctx, state, answer)
     reviewed = review_case(ctx, state, answer, scored)
