@@ -35,8 +35,9 @@ def default_mcp_servers() -> dict[str, dict[str, Any]]:
     return {
         "math": server("math"),
         "documents": server("documents"),
-        "code": server("code", "--isolation", "auto", "--timeout", "30", "--cpu", "20", "--memory-mb", "1024",
-                       "--processes", "32", "--max-output", "64000", "--tmp-mb", "64", "--disk-mb", "1024"),
+        "code": server("code", "--workspace-root", "{workspaces}", "--isolation", "auto", "--timeout", "30",
+                       "--cpu", "20", "--memory-mb", "1024", "--processes", "32", "--max-output", "64000",
+                       "--tmp-mb", "64", "--disk-mb", "1024"),
         "web": server("web", "--max-bytes", "2000000", "--timeout", "20"),
         "media": server("media", "--vision-model", "", "--audio-model", "", enabled=False),
     }

@@ -45,6 +45,7 @@ IDLE_CLOSE_S = 900.0
 SECRET_REFERENCE = re.compile(r"\$\{(\w+)\}")
 REDACTED = "<redacted>"
 WORKSPACE = "{workspace}"
+WORKSPACES = "{workspaces}"
 # Keys of a server's settings that are ours, not langchain-mcp-adapters'.
 OWN_KEYS = ("enabled", "tools")
 
@@ -82,7 +83,9 @@ def _expand(name: str, key: str, value: Any) -> str:
 
 
 def _fill(value: str, workspace: str) -> str:
-    return value.replace("{python}", sys.executable).replace(WORKSPACE, workspace)
+    # `{workspaces}`: the folder of every run's workspace (DATA_DIR/workspaces), not one run's.
+    workspaces = os.path.dirname(workspace) if workspace else ""
+    return value.replace("{python}", sys.executable).replace(WORKSPACE, workspace).replace(WORKSPACES, workspaces)
 
 
 def names_the_workspace(server: dict[str, Any]) -> bool:

@@ -25,11 +25,12 @@ from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_scope, run_server
 from memento.mcp_servers.sandbox import BACKENDS, Isolation, Limits, RunResult, Sandbox, SandboxError, become_subreaper
-from memento.mcp_servers.workspace import confine, open_beneath, read_beneath, relative_parts
+from memento.mcp_servers.workspace import list_beneath, open_beneath, read_beneath, relative_parts
 
 MAX_READ_CHARS = 50_000
 MAX_WRITE_BYTES = 5_000_000
 MAX_LISTED = 500
+MAX_LIST_DEPTH = 32
 MAX_SANDBOXES = 64  # workspaces a server keeps ready; an older one is dropped (if empty, removed)
 
 server = FastMCP("memento-code", log_level="WARNING",
@@ -44,6 +45,7 @@ class Settings:
     python: str | None = None
     isolation: Isolation | None = None  # chosen at start (or at the first call, used as a library)
     default_workspace: Path | None = None
+    workspace_roots: list[str] = []  # where workspaces named by calls may be
     sandboxes: dict[str, Sandbox] = {}
     lock = threading.Lock()
 
@@ -53,7 +55,7 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
     requested = run_scope(ctx).get("workspace") if ctx is not None else None
     with Settings.lock:
         if isinstance(requested, str) and requested:
-            workspace = Path(requested)
+            workspace = allowed_workspace(requested)
         else:
             if Settings.default_workspace is None:  # used as a library or under a bare `mcp` runner
                 Settings.default_workspace = Path(tempfile.mkdtemp(prefix="memento-workspace-"))
@@ -70,6 +72,24 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
             del Settings.sandboxes[old]
             box.remove_if_empty(Path(old))
         return Settings.sandboxes[key]
+
+
+def allowed_workspace(requested: str) -> Path:
+    """A workspace named by a call, accepted only as a folder directly inside a `--workspace-root`
+    (or as the server's own `--workspace`): the server, perhaps root, makes the folder and gives it
+    to the sandbox user, so a caller must not be able to name any other folder of the host."""
+    path = Path(requested)
+    if Settings.default_workspace is not None and path == Settings.default_workspace:
+        return path
+    lexical = os.path.normpath(requested)
+    if (path.is_absolute() and lexical == requested and path.name not in ("", ".", "..")
+            and any(os.path.normpath(root) == os.path.dirname(lexical) for root in Settings.workspace_roots)):
+        return path
+    if not Settings.workspace_roots:
+        raise PermissionError(f"workspace {requested} refused: this server takes no workspace from calls "
+                              "(start it with --workspace-root DIR)")
+    raise PermissionError(f"workspace {requested} refused: a workspace must be a folder directly inside "
+                          f"{' or '.join(Settings.workspace_roots)}")
 
 
 # One run at a time across all workspaces: a run's end sweeps every descendant of the server.
@@ -112,16 +132,9 @@ async def run_shell(command: str, timeout_s: float | None = None, ctx: Context |
 @server.tool()
 def list_files(path: str = ".", ctx: Context | None = None) -> str:
     """List the files and folders under a workspace folder (folders end with /)."""
-    root = sandbox(ctx).workspace
-    folder = confine(root, path)
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{path} is not a folder in the workspace")
-    entries = []
-    for item in sorted(folder.rglob("*")):
-        entries.append(str(item.relative_to(root)) + ("/" if item.is_dir() else ""))
-        if len(entries) >= MAX_LISTED:
-            entries.append(f"[listing stopped at {MAX_LISTED} entries]")
-            break
+    entries, cut = list_beneath(sandbox(ctx).workspace, path, MAX_LISTED, max_depth=MAX_LIST_DEPTH)
+    if cut:
+        entries.append(f"[listing stopped: at most {MAX_LISTED} entries, {MAX_LIST_DEPTH} folders deep]")
     return "\n".join(entries) or "(empty)"
 
 
@@ -160,9 +173,12 @@ def write_file(path: str, content: str, ctx: Context | None = None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", help="the workspace for calls that name none (default: a new temporary folder)")
+    parser.add_argument("--workspace-root", action="append", default=[], metavar="DIR",
+                        help="accept a workspace named by a call only as a folder directly inside DIR (repeatable); "
+                             "memento passes DATA_DIR/workspaces")
     defaults = Limits()
     parser.add_argument("--timeout", type=float, default=defaults.wall_s, help="wall-clock seconds per run")
-    parser.add_argument("--cpu", type=int, default=defaults.cpu_s, help="CPU seconds per run")
+    parser.add_argument("--cpu", type=int, default=defaults.cpu_s, help="CPU seconds per process of a run")
     parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
                         help="memory for a run's processes together (and address space per process)")
     parser.add_argument("--processes", type=int, default=defaults.processes, help="processes a run may start")
@@ -189,6 +205,7 @@ def main() -> None:
     # On standard error, which memento passes through: the log says how code is isolated.
     print(f"memento-code: sandbox {Settings.isolation.describe()}", file=sys.stderr, flush=True)
     Settings.default_workspace = Path(args.workspace) if args.workspace else None
+    Settings.workspace_roots = [os.path.abspath(root) for root in args.workspace_root if root]
     if Settings.default_workspace is not None:
         sandbox()  # checks the settings (user, interpreter) before the first call
     become_subreaper()

@@ -138,6 +138,10 @@ def reachable_workspace(workspace: Path) -> Path:
         raise SandboxError(f"{real} is a symlink: refusing to use it as a workspace")
     if not workspace.is_symlink():
         for item in workspace.iterdir():
+            # shutil.move moves (or copies) a link as a link; a name already in the folder
+            # (perhaps a link a run planted there) is never moved into or over.
+            if os.path.lexists(real / item.name):
+                raise SandboxError(f"cannot move {item} into the sandbox folder: {item.name} is already there")
             shutil.move(str(item), real / item.name)
         workspace.rmdir()
         workspace.symlink_to(real, target_is_directory=True)
@@ -151,11 +155,31 @@ ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/l
 NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf")
 
 
+def bwrap_options() -> frozenset[str]:
+    """The options this bwrap knows (older releases lack `--disable-userns` and `--size`)."""
+    binary = shutil.which("bwrap")
+    if binary is None:
+        return frozenset()
+    if binary not in _BWRAP_OPTIONS:
+        try:
+            done = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
+            text = done.stdout + done.stderr
+        except (OSError, subprocess.SubprocessError):
+            text = ""
+        _BWRAP_OPTIONS[binary] = frozenset(word for word in text.split() if word.startswith("--"))
+    return _BWRAP_OPTIONS[binary]
+
+
+_BWRAP_OPTIONS: dict[str, frozenset[str]] = {}
+
+
 def bwrap_arguments(workspace: Path, extra_ro: list[str], limits: Limits, network: bool) -> list[str]:
     """bubblewrap's arguments for a run in `workspace` (mounted at the same path, the only writable
     host folder), up to the command."""
-    args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--hostname", "sandbox"]
+    known = bwrap_options()
+    args = ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    if "--disable-userns" in known:  # no user namespaces inside (bwrap 0.8+)
+        args.append("--disable-userns")
     if network:
         args.append("--share-net")
     for path in SYSTEM_DIRS:
@@ -167,10 +191,12 @@ def bwrap_arguments(workspace: Path, extra_ro: list[str], limits: Limits, networ
         args += ["--ro-bind-try", path, path]
     for path in extra_ro:
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/tmp",
-             "--size", str(limits.tmp_mb * 2**20), "--tmpfs", "/dev/shm",
-             "--bind", str(workspace), str(workspace), "--chdir", str(workspace)]
+    # Private /tmp and /dev/shm, capped where bwrap can size a tmpfs (0.7+); their pages count
+    # against the run's memory cgroup either way.
+    size = ["--size", str(limits.tmp_mb * 2**20)] if "--size" in known else []
+    args += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm",
+             "--bind", str(workspace), str(workspace), "--chdir", str(workspace),
+             "--remount-ro", "/"]  # the sandbox's own root (an uncapped tmpfs) read-only, last
     return args
 
 
@@ -343,10 +369,12 @@ class MemoryGroup:
 
 
 def tree_memory(root: int) -> int:
-    """Resident bytes of a process and all its descendants (0 for those already gone)."""
+    """Resident bytes of a process and all its descendants (0 for those already gone). The
+    server passes its own pid: runs are serialised and, as a subreaper, it inherits the orphans
+    a run leaves (`setsid`, double forks), which the launcher's own tree would miss."""
     try:
         top = psutil.Process(root)
-        family = [top, *top.children(recursive=True)]
+        family = top.children(recursive=True) if root == os.getpid() else [top, *top.children(recursive=True)]
     except psutil.Error:
         return 0
     total = 0
@@ -358,25 +386,18 @@ def tree_memory(root: int) -> int:
     return total
 
 
-def folder_bytes(root: Path, cap_entries: int = 100_000) -> int:
-    """Bytes a folder holds (allocated blocks), walked without following links, at most
-    `cap_entries` entries (so a folder of a million empty files cannot stall the server)."""
-    total, seen, stack = 0, 0, [str(root)]
-    while stack and seen < cap_entries:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    seen += 1
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += info.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-        except OSError:
-            continue
-    return total
+def folder_bytes(root: Path, timeout_s: float = 10.0) -> int | None:
+    """Bytes a folder holds on disk, measured by `du` (which walks any depth and never follows
+    links); None when it cannot be measured (no `du`, an error, or too slow)."""
+    du = shutil.which("du")
+    if du is None:
+        return None
+    try:
+        done = subprocess.run([du, "-s", "-x", "-B1", "--", str(root)], capture_output=True, text=True,
+                              timeout=timeout_s, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
+        return int(done.stdout.split()[0]) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -498,8 +519,23 @@ class Sandbox:
         return [bwrap, *bwrap_arguments(self.workspace, self.python_roots, self.limits, self.isolation.network),
                 "--", *argv]
 
+    def _over_disk(self) -> str | None:
+        """Why the workspace is over its disk limit, or None. Where `du` is missing the limit is
+        not kept; where it fails (a tree too large to measure in time) the workspace counts as full."""
+        if shutil.which("du") is None:
+            return None
+        held = folder_bytes(self.workspace)
+        if held is None:
+            return f"disk limit of {self.limits.disk_mb} MB for the workspace reached (it cannot be measured)"
+        if held > self.limits.disk_mb * 2**20:
+            return f"disk limit of {self.limits.disk_mb} MB for the workspace reached"
+        return None
+
     def _run(self, argv: list[str], wall_s: float | None, stdin: bytes | None) -> RunResult:
         limits = self.limits
+        full = self._over_disk()
+        if full:  # nothing runs in a full workspace: its files must be removed first
+            return RunResult(None, "", "", 0.0, f"{full}; remove files from it before running code")
         wall = min(wall_s or limits.wall_s, limits.wall_s)
         memory_limit = limits.memory_mb * 2**20
         group = MemoryGroup.create(self.isolation.memory_parent, memory_limit) if self.isolation.memory_parent else None
@@ -561,7 +597,7 @@ class Sandbox:
         for reader in readers:
             reader.start()
         stopped = None
-        checked = 0.0
+        polled = disk_checked = 0.0
         while proc.poll() is None:
             now = time.monotonic()
             if overflow.is_set():
@@ -570,13 +606,15 @@ class Sandbox:
             if now - started > wall:
                 stopped = f"wall-clock limit of {wall:g} s reached"
                 break
-            if now - checked >= 0.1:
-                checked = now
-                if group is None and tree_memory(proc.pid) > memory_limit:
+            if group is None and now - polled >= 0.1:
+                polled = now
+                if tree_memory(os.getpid()) > memory_limit:
                     stopped = f"memory limit of {limits.memory_mb} MB reached by the run's processes together"
                     break
-                if folder_bytes(self.workspace) > limits.disk_mb * 2**20:
-                    stopped = f"disk limit of {limits.disk_mb} MB for the workspace reached"
+            if now - disk_checked >= 0.5:
+                disk_checked = now
+                stopped = self._over_disk()
+                if stopped:
                     break
             time.sleep(0.02)
         self._kill_all(proc)
@@ -589,8 +627,8 @@ class Sandbox:
             reader.join(timeout=5)
         if overflow.is_set() and stopped is None:
             stopped = f"output limit of {limits.output_bytes} bytes reached"
-        if stopped is None and folder_bytes(self.workspace) > limits.disk_mb * 2**20:
-            stopped = f"disk limit of {limits.disk_mb} MB for the workspace reached"
+        if stopped is None:
+            stopped = self._over_disk()
         result = RunResult(proc.returncode, outputs["stdout"].decode("utf-8", "replace"),
                            outputs["stderr"].decode("utf-8", "replace"), time.monotonic() - started, stopped)
         if result.stopped is None:

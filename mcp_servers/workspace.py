@@ -13,24 +13,9 @@ class PathRefused(PermissionError):
     pass
 
 
-def confine(root: Path, relative: str) -> Path:
-    """`relative` resolved inside `root`, or PathRefused naming the reason."""
-    if not relative or relative.strip() in {"", "."}:
-        return root.resolve()
-    pure = PurePath(relative)
-    if pure.is_absolute() or relative.startswith("~"):
-        raise PathRefused(f"{relative}: absolute paths are refused; give a path inside the workspace")
-    if ".." in pure.parts:
-        raise PathRefused(f"{relative}: '..' is refused; give a path inside the workspace")
-    resolved = (root / pure).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise PathRefused(f"{relative}: leads outside the workspace (through a symlink) and is refused")
-    return resolved
-
-
 # -- race-free opening ---------------------------------------------------------------------
 #
-# Checking a path and opening it later (as `confine` does) leaves a gap: code in the sandbox can swap
+# Checking a path and opening it later leaves a gap: code in the sandbox can swap
 # a folder on the way for a symlink in between. The functions below never look a path up twice:
 # they walk it one component at a time from a held folder descriptor, refusing any symlink
 # (O_NOFOLLOW at every step), and open only regular files (O_NONBLOCK, so a FIFO never blocks;
@@ -121,3 +106,69 @@ def locate(roots: list[Path], path: str) -> tuple[Path, list[str]]:
             if wanted.is_relative_to(form) and wanted != form and os.path.isdir(root):
                 return Path(os.path.realpath(root)), list(wanted.relative_to(form).parts)
     raise PathRefused(f"{path} is outside the files this run may read")
+
+
+def list_beneath(root: str | Path, relative: str, max_entries: int, max_scanned: int = 20_000,
+                 max_depth: int = 32) -> tuple[list[str], bool]:
+    """Paths under the folder `relative` in `root` (folders end with /), sorted folder by folder,
+    and whether the listing was cut. The walk holds folder descriptors and never follows a link
+    (a link is listed as a file, never entered); it stops at `max_entries` listed, `max_scanned`
+    seen or `max_depth` folders down, so a huge or very deep tree costs bounded work."""
+    parts = [p for p in PurePath(relative or ".").parts if p not in ("", ".")]
+    if parts:
+        relative_parts(relative)  # refuses absolute paths and '..'
+    start = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the root itself is trusted
+    try:
+        for name in parts:
+            try:
+                step = os.open(name, _DIR_FLAGS, dir_fd=start)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{relative} does not exist") from None
+            except OSError as exc:
+                raise (PathRefused(f"{relative} is not a folder in the workspace") if exc.errno == errno.ENOTDIR
+                       else _refused(relative, exc)) from None
+            os.close(start)
+            start = step
+    except BaseException:
+        os.close(start)
+        raise
+    listed: list[str] = []
+    scanned = 0
+    prefix = "/".join(parts)
+    stack: list[tuple[int, str, int]] = [(start, prefix, 0)]  # (folder descriptor, its path, depth) to list
+    deeper = False
+    try:
+        while stack and len(listed) < max_entries and scanned < max_scanned:
+            folder, shown, depth = stack.pop()
+            try:
+                with os.scandir(folder) as found:
+                    entries = []
+                    for entry in found:
+                        scanned += 1
+                        entries.append(entry)
+                        if scanned >= max_scanned:
+                            break
+                entries.sort(key=lambda e: e.name)
+                below = []
+                for entry in entries:
+                    path = f"{shown}/{entry.name}" if shown else entry.name
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    listed.append(path + ("/" if is_dir else ""))
+                    if is_dir:
+                        below.append((entry.name, path))
+                if below and depth + 1 >= max_depth:
+                    deeper = True
+                    below = []
+                # Folders are listed in order: push them reversed so the first is walked first.
+                for name, path in reversed(below):
+                    try:
+                        stack.append((os.open(name, _DIR_FLAGS, dir_fd=folder), path, depth + 1))
+                    except OSError:
+                        continue  # swapped for a link or removed meanwhile: not entered
+            finally:
+                os.close(folder)
+    finally:
+        for folder, _, _ in stack:
+            os.close(folder)
+    cut = len(listed) > max_entries or scanned >= max_scanned or bool(stack) or deeper
+    return listed[:max_entries], cut

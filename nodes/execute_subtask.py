@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ def run_workspace(ctx: Context, run_id: str) -> Path:
 
 def remove_workspace(workspace: Path) -> None:
     """Remove a finished run's workspace. Where the code server moved it for its sandbox user
-    (to the system temp dir's `memento-sandbox/`, linked from here) the moved folder goes too;
-    `shutil.rmtree` removes through directory descriptors, so links the run's code planted
-    inside are removed, never followed."""
+    (to the system temp dir's `memento-sandbox/`, linked from here) the moved folder goes too.
+    The tree was made by the run's code, so it is removed by `rm -rf --one-file-system`, which
+    never follows a link and handles any depth; without `rm`, by `shutil.rmtree`."""
     if workspace.is_symlink():
         target = Path(os.path.realpath(workspace))
         try:
@@ -47,10 +48,21 @@ def remove_workspace(workspace: Path) -> None:
             parent = None
         if (parent is not None and target.parent.name == "memento-sandbox" and parent.st_uid == 0
                 and not parent.st_mode & 0o022 and stat.S_ISDIR(target.lstat().st_mode)):
-            shutil.rmtree(target, ignore_errors=True)
+            _remove_tree(target)
         workspace.unlink(missing_ok=True)
     elif workspace.is_dir():
-        shutil.rmtree(workspace, ignore_errors=True)
+        _remove_tree(workspace)
+
+
+def _remove_tree(folder: Path) -> None:
+    rm = shutil.which("rm")
+    if rm is not None:
+        subprocess.run([rm, "-rf", "--one-file-system", "--", str(folder)], capture_output=True, check=False)
+    if os.path.lexists(folder):  # no GNU rm (BSD rm lacks --one-file-system)
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        except RecursionError:  # deeper than Python 3.11's recursive rmtree goes: left in place
+            pass
 
 
 @task(name="executor_model")

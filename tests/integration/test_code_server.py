@@ -1,11 +1,11 @@
 """The code server over stdio: limits, abuses, scrubbed environment, confined paths."""
 
 import os
-import shutil
 
 import psutil
 import pytest
 
+from memento.nodes.execute_subtask import remove_workspace
 from tests.integration.conftest import call, stdio
 
 pytestmark = pytest.mark.slow
@@ -20,8 +20,7 @@ def code(toolbox_for, tmp_path, monkeypatch):
     box.workspace = tmp_path / "ws"
     yield box
     box.close()
-    if box.workspace.is_symlink():  # moved to the system temp dir for the sandbox user: clean it
-        shutil.rmtree(box.workspace.resolve(), ignore_errors=True)
+    remove_workspace(box.workspace)  # and its copy, where it moved to the system temp dir for the sandbox user
 
 
 def alive(box):
@@ -151,3 +150,35 @@ def test_a_run_cannot_find_another_runs_workspace(toolbox_for, tmp_path):
     out = call(b, "run_shell", command="ls /tmp/memento-sandbox; cat " + " ".join(
         [f"{a_path}/secret.txt", *(f"/tmp/memento-sandbox/{g}/secret.txt" for g in guesses)]) + "; echo done")
     assert "run A's secret" not in out.text and "done" in out.text
+
+
+def test_a_call_cannot_name_a_workspace_outside_the_workspace_root(toolbox_for, tmp_path):
+    """The server (root, perhaps) makes a call's workspace and gives it to the sandbox user: a
+    caller that could name any folder would be handed it."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    before = victim.lstat()
+    servers = {"code": stdio("memento.mcp_servers.code", "--workspace-root", str(tmp_path / "workspaces"))}
+    box = toolbox_for(servers, workspace=str(victim))
+    for tool, args in (("list_files", {}), ("write_file", {"path": "x", "content": "x"}),
+                       ("run_shell", {"command": "echo hi"})):
+        out = call(box, tool, **args)
+        assert out.status == "error" and "refused: a workspace must be a folder directly inside" in out.text
+    after = victim.lstat()
+    assert not victim.is_symlink() and (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    inside = toolbox_for(servers, workspace=str(tmp_path / "workspaces" / "run-1"))
+    assert call(inside, "write_file", path="ok.txt", content="fine").status == "success"
+
+
+def test_a_deep_tree_is_listed_within_bounds_and_removed_with_the_run(code):
+    made = call(code, "run_python", code="import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n"
+                                          "open('bottom.txt', 'w').write('x')")
+    assert made.status == "success", made.text
+    listing = call(code, "list_files")
+    assert listing.status == "success" and listing.text.startswith("d/\nd/d/")
+    assert listing.text.count("\n") == 32 and "[listing stopped: at most 500 entries, 32 folders deep]" in listing.text
+    moved = os.path.realpath(code.workspace)
+    remove_workspace(code.workspace)
+    assert not os.path.lexists(code.workspace) and not os.path.exists(moved)

@@ -53,6 +53,7 @@ def docs_over(toolbox_for):
 def test_a_folder_swapped_for_a_link_never_leads_out(code, outside, docs_over):  # noqa: F811
     workspace = code.workspace.resolve()
     assert call(code, "write_file", path="d/secret", content="inside").status == "success"
+    (outside / "only-outside.txt").write_text("x")
     docs = docs_over(workspace)
     racer = swapping(workspace, outside)
     tries, inside = 0, 0
@@ -61,8 +62,9 @@ def test_a_folder_swapped_for_a_link_never_leads_out(code, outside, docs_over): 
         while time.monotonic() < deadline:
             for out in (call(code, "read_file", path="d/secret"),
                         call(docs, "read_document", path=str(workspace / "d" / "secret")),
-                        call(code, "write_file", path="d/planted", content="x")):
-                assert "TOP SECRET" not in out.text
+                        call(code, "write_file", path="d/planted", content="x"),
+                        call(code, "list_files", path="d")):
+                assert "TOP SECRET" not in out.text and "only-outside" not in out.text
                 inside += "inside" in out.text
             tries += 1
         assert racer.poll() is None, racer.stderr.read()
@@ -71,7 +73,7 @@ def test_a_folder_swapped_for_a_link_never_leads_out(code, outside, docs_over): 
         racer.wait()
     assert tries >= 20, f"only {tries} rounds in {RACE_SECONDS} s"
     assert inside > 0  # the race was on: some reads found the real folder
-    assert sorted(p.name for p in outside.iterdir()) == ["secret"]  # nothing was written out there
+    assert sorted(p.name for p in outside.iterdir()) == ["only-outside.txt", "secret"]  # nothing written there
 
 
 def test_fifos_sockets_and_devices_are_refused_and_the_servers_keep_answering(code, docs_over):  # noqa: F811

@@ -4,16 +4,19 @@ The bwrap tests need bubblewrap and user namespaces; `make test` installs bubble
 can, and they are skipped with the reason where it cannot start here.
 """
 
+import json
 import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from memento.mcp_servers.sandbox import Isolation, Limits, Sandbox, SandboxError, bwrap_problem, tree_memory
+from memento.mcp_servers.sandbox import Isolation, Limits, Sandbox, SandboxError, bwrap_options, bwrap_problem, tree_memory
 
 PROBLEM = bwrap_problem(*((65534, 65534) if os.geteuid() == 0 else (None, None)))
 needs_bwrap = pytest.mark.skipif(PROBLEM is not None, reason=f"bwrap backend not available: {PROBLEM}")
@@ -92,6 +95,7 @@ def test_code_writes_nowhere_on_the_host_but_its_workspace(boxes, tmp_path):
         assert not os.path.lexists(path), f"{path} reached the host"
     # /tmp and /dev/shm were writable inside (private tmpfs mounts), and gone with the run.
     assert f"wrote /tmp/leak-{token}" in out.stdout and f"wrote /dev/shm/leak-{token}" in out.stdout
+    assert f"refused /leak-{token} Read-only file system" in out.stdout  # the sandbox's own root too
     assert (box.workspace / "inside.txt").read_text() == "ok"
 
 
@@ -108,6 +112,7 @@ def test_code_sees_its_own_processes_and_workspace_only(boxes):
 
 
 @needs_bwrap
+@pytest.mark.skipif("--size" not in bwrap_options(), reason="this bwrap cannot size a tmpfs (needs 0.7 or later)")
 def test_private_tmp_is_capped(boxes):
     out = py(boxes(tmp_mb=8), "try:\n    open('/tmp/big', 'wb').write(b'x' * 32 * 2**20)\nexcept OSError as e:\n"
                               "    print('refused', e.strerror)")
@@ -133,10 +138,42 @@ def test_a_runs_processes_together_cannot_exceed_the_memory_limit(boxes, backend
         assert box.isolation.memory_parent is not None and int(out.stdout.split(":")[1]) <= 2
 
 
-def test_a_full_workspace_stops_the_run(boxes):
+ORPHANS = """
+import json, sys
+from pathlib import Path
+from memento.mcp_servers.sandbox import Isolation, Limits, Sandbox, become_subreaper
+become_subreaper()  # as the code server is: orphans of a run become this process's children
+box = Sandbox(Path(sys.argv[1]), Limits(wall_s=10, memory_mb=256), isolation=Isolation("rlimit"))
+code = ("import os, time\\nfor _ in range(4):\\n    if os.fork() == 0:\\n        os.setsid()\\n"
+        "        if os.fork() == 0:\\n            block = bytearray(90 * 2**20)\\n            time.sleep(6)\\n"
+        "        os._exit(0)\\n    os.wait()\\ntime.sleep(6)\\nprint('never stopped')")
+print(json.dumps(box.run([box.python, "-I", "-"], None, code.encode()).__dict__))
+"""
+
+
+def test_orphans_count_against_the_polled_memory_limit(tmp_path):
+    # Detached grandchildren (setsid, double fork) leave the launcher's tree; the polled limit
+    # (no cgroup) must still count them.
+    done = subprocess.run([sys.executable, "-c", ORPHANS, str(tmp_path / "ws")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["stopped"] and "memory limit of 256 MB reached by the run's processes together" in out["stopped"]
+    moved = Path(os.path.realpath(tmp_path / "ws"))
+    if moved != tmp_path / "ws":
+        shutil.rmtree(moved, ignore_errors=True)
+
+
+def test_a_full_workspace_stops_the_run_and_the_next_one_does_not_start(boxes):
     box = boxes(backend="rlimit" if PROBLEM else "bwrap", disk_mb=20)
-    out = py(box, "import time\nfor n in range(6):\n    open(f'f{n}', 'wb').write(b'x' * 8 * 2**20)\ntime.sleep(3)")
+    # Deeper than PATH_MAX, where a walk by path names cannot follow.
+    code = ("import os, time\nfor _ in range(20):\n    os.mkdir('d' * 250)\n    os.chdir('d' * 250)\n"
+            "for n in range(4):\n    open(f'f{n}', 'wb').write(b'x' * 8 * 2**20)\ntime.sleep(3)")
+    out = py(box, code)
     assert out.stopped == "disk limit of 20 MB for the workspace reached"
+    again = py(box, "print('ran')")
+    assert again.stopped.startswith("disk limit of 20 MB for the workspace reached; remove files")
+    assert "ran" not in again.stdout
 
 
 def test_bwrap_asked_for_where_it_is_missing_is_a_clear_error(monkeypatch, tmp_path):
@@ -148,6 +185,14 @@ def test_bwrap_asked_for_where_it_is_missing_is_a_clear_error(monkeypatch, tmp_p
     assert "bwrap not used: bubblewrap (bwrap) is not installed" in fallback.describe()
 
 
-def test_tree_memory_counts_children():
-    assert tree_memory(os.getpid()) > 10 * 2**20
+def test_tree_memory_counts_descendants():
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(40 * 2**20); print(1, flush=True); "
+                              "time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()
+        assert tree_memory(os.getpid()) > 40 * 2**20  # this process's descendants (not itself)
+        assert tree_memory(child.pid) > 40 * 2**20  # a process with its descendants
+    finally:
+        child.kill()
+        child.wait()
     assert tree_memory(2**22 + 7) == 0  # no such process

@@ -129,7 +129,7 @@ def test_runs_share_one_server_and_each_sees_only_its_own_files(session_pool, tm
 
 
 def test_each_run_gets_its_own_code_workspace_in_a_shared_server(session_pool, tmp_path):
-    servers = {"code": stdio("memento.mcp_servers.code", "--sandbox-user", "")}
+    servers = {"code": stdio("memento.mcp_servers.code", "--sandbox-user", "", "--workspace-root", "{workspaces}")}
     with Toolbox(servers, [], str(tmp_path / "a"), pool=session_pool) as a, \
             Toolbox(servers, [], str(tmp_path / "b"), pool=session_pool) as b:
         assert call(a, "write_file", path="note.txt", content="from a").status == "success"
