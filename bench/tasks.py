@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memento.graph.errors import InputError
 from memento.memory.interchange import LineError, jsonl_records
 from memento.memory.scoring import ANSWER_SPLIT
 
@@ -27,7 +28,7 @@ KNOWN_KEYS = {"id", "question", "answer", "files", "metadata", "ground_truth"}
 MAX_QUESTION_CHARS = 20_000
 
 
-class TaskFileError(ValueError):
+class TaskFileError(InputError, ValueError):
     """A task file that cannot be used; the message names the file and line."""
 
 

@@ -93,7 +93,7 @@ def main() -> None:
     from memento.bench.world import make_world
     from memento.graph import Context, build_graph
     from memento.mcp_servers import client
-    from memento.nodes.resources import case_bank_for, retriever_for, shared_encoder
+    from memento.memory.resources import case_bank_for, retriever_for, shared_encoder
 
     work = Path(tempfile.mkdtemp(prefix="memento-overhead-"))
     make_world(seed=1, out=work / "world.jsonl", families=4, tasks=max(1, args.tasks // 4))

@@ -21,7 +21,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from memento.graph.context import Context  # noqa: E402
 from memento.memory.case import Case  # noqa: E402
-from memento.nodes.resources import case_bank_for, retriever_for  # noqa: E402
+from memento.memory.resources import case_bank_for, retriever_for  # noqa: E402
 from memento.nodes.retrieve_cases import select_cases  # noqa: E402
 
 QUERIES = ["What is the total of the figures in the report for region {i}?",

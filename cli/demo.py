@@ -9,7 +9,7 @@ from pathlib import Path
 
 from memento.cli.runner import stream_run
 from memento.graph.context import Context
-from memento.nodes.resources import case_bank_for
+from memento.memory.resources import case_bank_for
 
 REPORTS = {
     "sales_q1.txt": "Sales report, first quarter\nnorth 120\nsouth 85\neast 40\n",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from memento.graph.context import ConfigError, Context, load_context
+from memento.graph.errors import InputError, RunError
 
 EXIT_RUN_ERROR = 1
 EXIT_CONFIG = 2
@@ -282,7 +283,7 @@ def _find(bank: Any, prefix: str) -> Any:
 
 def cmd_cases(args: argparse.Namespace) -> int:
     from memento.cli.render import case_row, case_text
-    from memento.nodes.resources import case_bank_for
+    from memento.memory.resources import case_bank_for
 
     bank = case_bank_for(_context(args))
     if args.cases_command == "list":
@@ -345,8 +346,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_retriever(args: argparse.Namespace) -> int:
     from memento.memory.q_retriever import QRetriever
+    from memento.memory.resources import forget_retriever, shared_encoder
     from memento.memory.training import evaluate, featurize, read_pairs, train_offline
-    from memento.nodes.resources import forget_retriever, shared_encoder
 
     ctx = _context(args)
     path = ctx.retriever_checkpoint()
@@ -394,21 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    from memento.bench.tasks import TaskFileError
-    from memento.llm.factory import ModelError
-    from memento.mcp_servers.client import ToolServerError
-    from memento.memory.case_bank import CaseBankError
-    from memento.memory.device import DeviceError
-    from memento.memory.encoder import EncoderError
-    from memento.memory.interchange import CaseFileError
-    from memento.memory.q_retriever import RetrieverError
-
+    # The two bases, not each module's error class: importing those would import torch, Chroma
+    # and the rest even for a command that needs none of them.
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, CaseFileError, RetrieverError, TaskFileError) as exc:
+    except InputError as exc:
         _fail(args, str(exc))
         return EXIT_CONFIG
-    except (ModelError, CaseBankError, DeviceError, EncoderError, ToolServerError) as exc:
+    except RunError as exc:
         _fail(args, str(exc))
         if args.command == "bench" and getattr(args, "out", None):
             print("memento: what ran is recorded; fix the cause, then run the same command to continue", file=sys.stderr)

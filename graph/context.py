@@ -17,9 +17,10 @@ from typing import Any
 import platformdirs
 
 from memento.graph.approval import ApprovalPolicy, PolicyError, parse_policy, policy_dict
+from memento.graph.errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A setting is missing or wrong; the message names the setting and what to do."""
 
 

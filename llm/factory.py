@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from langchain_core.language_models import BaseChatModel
 
 from memento.graph.context import ConfigError, Context
+from memento.graph.errors import RunError
 from memento.llm.simulated import SimulatedChatModel
 
 ROLES = ("planner", "executor", "judge")
@@ -21,7 +22,7 @@ OPENAI_COMPATIBLE = {"openai-compatible", "vllm", "ollama", "llamacpp", "lmstudi
 PROVIDERS = {"simulated", "openai", "azure", *OPENAI_COMPATIBLE}
 
 
-class ModelError(RuntimeError):
+class ModelError(RunError, RuntimeError):
     """A model could not be reached or refused the request; the message names the setting."""
 
 

@@ -37,6 +37,7 @@ from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 
 from memento.graph.context import ConfigError
+from memento.graph.errors import RunError
 from memento.mcp_servers._run import RUN_SCOPE_KEY
 
 OPEN_TIMEOUT_S = 60.0
@@ -50,7 +51,7 @@ WORKSPACES = "{workspaces}"
 OWN_KEYS = ("enabled", "tools")
 
 
-class ToolServerError(RuntimeError):
+class ToolServerError(RunError, RuntimeError):
     """The configured MCP servers could not be started or reached."""
 
 

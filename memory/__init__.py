@@ -1,17 +1,18 @@
-"""Case memory: the case schema, the Chroma case bank, the text encoder and answer scoring."""
+"""Case memory: the case schema, the Chroma case bank, the text encoder and answer scoring.
 
-from memento.memory.case import Case, RetrievedCase
-from memento.memory.case_bank import CaseBank, CaseBankError
-from memento.memory.encoder import EncoderError, TextEncoder
-from memento.memory.scoring import Score, score_answer
+The names below load on first use, so `import memento.memory.case` does not import Chroma."""
 
-__all__ = [
-    "Case",
-    "CaseBank",
-    "CaseBankError",
-    "EncoderError",
-    "RetrievedCase",
-    "Score",
-    "TextEncoder",
-    "score_answer",
-]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "Case": "case", "RetrievedCase": "case", "CaseBank": "case_bank", "CaseBankError": "case_bank",
+    "EncoderError": "encoder", "TextEncoder": "encoder", "Score": "scoring", "score_answer": "scoring",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"memento.memory.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

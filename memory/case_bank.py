@@ -19,6 +19,7 @@ import chromadb
 import numpy as np
 from chromadb.config import Settings
 
+from memento.graph.errors import RunError
 from memento.memory.case import Case, RetrievedCase, utc_now
 from memento.memory.encoder import TextEncoder
 
@@ -28,7 +29,7 @@ _clients: dict[str, chromadb.api.ClientAPI] = {}
 _clients_lock = threading.Lock()
 
 
-class CaseBankError(RuntimeError):
+class CaseBankError(RunError, RuntimeError):
     """The case bank cannot be opened or used as configured."""
 
 

@@ -9,10 +9,12 @@ from typing import Iterator
 
 import torch
 
+from memento.graph.errors import RunError
+
 log = logging.getLogger(__name__)
 
 
-class DeviceError(ValueError):
+class DeviceError(RunError, ValueError):
     """A device setting that this machine cannot honour."""
 
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from memento.graph.errors import RunError
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 SMALL_CALL = 8  # up to this many new texts are encoded one by one
 _PACKAGED_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"}
 
 
-class EncoderError(RuntimeError):
+class EncoderError(RunError, RuntimeError):
     """The configured encoder could not be loaded."""
 
 

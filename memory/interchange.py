@@ -17,13 +17,14 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
+from memento.graph.errors import InputError
 from memento.memory.case import Case
 
 ORIGINAL_KEYS = {"case", "plan", "case_label"}
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-4a8e-4e0f-9a4c-1f3c2b7d9e10")
 
 
-class CaseFileError(ValueError):
+class CaseFileError(InputError, ValueError):
     """A case file line that cannot be imported; names the line."""
 
 

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from memento.graph.errors import InputError
 from memento.memory.device import resolve_device
 
 _RNG_LOCK = threading.RLock()
 FORMAT_VERSION = 2  # 2: the similarity prior (kappa, midpoint) and the cosine features
 
 
-class RetrieverError(RuntimeError):
+class RetrieverError(InputError, RuntimeError):
     """A retriever checkpoint that cannot be used as configured."""
 
 

@@ -14,7 +14,7 @@ from memento.graph.approval import policy_dict
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.memory.case import RetrievedCase
-from memento.nodes.resources import case_bank_for, retriever_for
+from memento.memory.resources import case_bank_for, retriever_for
 
 
 def unreadable_file(files: list[str]) -> str | None:

@@ -18,10 +18,10 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
+from memento.memory.resources import case_bank_for, retriever_for
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.execute_subtask import remove_workspace, run_workspace
-from memento.nodes.resources import case_bank_for, retriever_for
 from memento.nodes.review import ask
 from memento.nodes.schemas import JudgeVerdict
 

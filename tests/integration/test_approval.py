@@ -19,7 +19,7 @@ from memento.llm.factory import ModelError
 from memento.mcp_servers.client import Toolbox
 from memento.memory.case_bank import CaseBank
 from memento.memory.q_retriever import QRetriever
-from memento.nodes.resources import case_bank_for
+from memento.memory.resources import case_bank_for
 from tests.fixtures.scripted_openai import ScriptedOpenAI, tool_call
 
 TOTAL = "What is the total of the numbers in the attached file?"

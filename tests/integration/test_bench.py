@@ -23,7 +23,7 @@ from memento.bench.world import make_world
 from memento.graph import Context
 from memento.graph.context import default_mcp_servers
 from memento.mcp_servers.client import Toolbox
-from memento.nodes.resources import case_bank_for
+from memento.memory.resources import case_bank_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -9,8 +9,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.graph import build_graph
 from memento.memory.case import Case
+from memento.memory.resources import case_bank_for
 from memento.nodes.planner import planner_messages
-from memento.nodes.resources import case_bank_for
 from tests.conftest import run
 
 
@@ -22,7 +22,7 @@ def test_write_then_retrieve_from_a_second_process(ctx):
     script = textwrap.dedent(f"""
         import json
         from memento.graph import Context
-        from memento.nodes.resources import case_bank_for
+        from memento.memory.resources import case_bank_for
         bank = case_bank_for(Context(data_dir={ctx.data_dir!r}))
         print(json.dumps([[c.id, c.plan, c.reward] for c in bank.retrieve("What is the total of the sales figures?", 2)]))
     """)

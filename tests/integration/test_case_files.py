@@ -105,7 +105,7 @@ def test_a_write_that_fails_part_way_leaves_the_bank_as_it_was(tmp_path, monkeyp
     from memento.graph import Context
     from memento.memory.case import Case
     from memento.memory.case_bank import WRITE_BATCH, CaseBank
-    from memento.nodes.resources import case_bank_for
+    from memento.memory.resources import case_bank_for
 
     bank = case_bank_for(Context(data_dir=str(tmp_path / "data")))
     bank.write(Case(id="kept", task="the original task", reward=1.0))

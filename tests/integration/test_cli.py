@@ -89,3 +89,20 @@ def test_run_json_then_cases_list_show_delete(tmp_path):
 def test_help_on_every_command(command):
     done = memento(*command, "--help", timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("usage: memento")
+
+
+LIGHT = """
+import json, sys
+from memento.cli.main import main
+code = main(sys.argv[1:])
+heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'langchain_openai', 'openai'})
+print(json.dumps({"exit": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", [["cases", "list"], ["cases", "export"], ["threads"]])
+def test_commands_that_need_no_model_import_no_torch(tmp_path, command):
+    done = subprocess.run([sys.executable, "-c", LIGHT, *command, "--data-dir", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report == {"exit": 0, "heavy": []}

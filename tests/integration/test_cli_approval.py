@@ -4,7 +4,7 @@ threads` shows what it asks; `memento resume` answers it in a new process."""
 import json
 
 from memento.graph import Context
-from memento.nodes.resources import case_bank_for
+from memento.memory.resources import case_bank_for
 from tests.integration.test_cli import memento, one_line_error
 
 EXIT_WAITING = 3

@@ -11,7 +11,7 @@ import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.graph import Context, build_graph
-from memento.nodes.resources import case_bank_for
+from memento.memory.resources import case_bank_for
 
 pytestmark = pytest.mark.slow
 TASK = "What is the total of the numbers in the attached file?"

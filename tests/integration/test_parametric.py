@@ -4,7 +4,7 @@ import numpy as np
 
 from memento.memory.case import Case
 from memento.memory.q_retriever import QRetriever
-from memento.nodes.resources import case_bank_for, retriever_for
+from memento.memory.resources import case_bank_for, retriever_for
 from tests.conftest import run
 
 

@@ -51,7 +51,7 @@ def test_malformed_planner_reply_is_retried_and_recovers(graph, ctx):
 
 
 def test_planner_that_stays_malformed_ends_cleanly_without_a_case(graph, ctx):
-    from memento.nodes.resources import case_bank_for
+    from memento.memory.resources import case_bank_for
 
     out = run(graph, ctx.replace(planner_model="simulated:malformed-always"), "What is 3 + 4?")
     assert out["final_answer"] is None

@@ -9,7 +9,7 @@ import pytest
 
 from memento.graph.context import ConfigError
 from memento.mcp_servers.client import TOOLBOXES, Toolbox, ToolboxPool, ToolServerError
-from memento.nodes.resources import case_bank_for
+from memento.memory.resources import case_bank_for
 from tests.conftest import run
 from tests.integration.conftest import call, stdio
 
