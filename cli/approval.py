@@ -103,9 +103,10 @@ def response_from_options(request: dict[str, Any], approve: bool, reject: str | 
 
 
 def ask_terminal(request: dict[str, Any], max_subtasks: int, read: Callable[[str], str] | None = None,
-                 out: TextIO = sys.stdout) -> dict[str, Any]:
+                 out: TextIO | None = None) -> dict[str, Any]:
     """Ask at the terminal, one decision per action, until the answer is well formed. Prompts go to
     `out` (stderr with --json, so standard output stays one JSON object); EOFError when input ends."""
+    out = out or sys.stdout
     if read is None:
         def read(prompt: str) -> str:
             print(prompt, end="", file=out, flush=True)

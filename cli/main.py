@@ -39,6 +39,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{role}-model", metavar="PROVIDER:MODEL",
                             help=f"{role} model, e.g. openai:gpt-4o-mini or simulated")
         parser.add_argument(f"--{role}-base-url", metavar="URL", help=f"OpenAI-compatible endpoint for the {role}")
+    methods = ["auto", "function_calling", "tool_required", "json_schema", "json_mode", "text"]
+    for role in ("planner", "judge"):
+        parser.add_argument(f"--{role}-output-method", choices=methods, metavar="METHOD",
+                            help=f"how the {role} returns structured replies: {', '.join(methods)} (default auto)")
+    parser.add_argument("--executor-tool-protocol", choices=["auto", "native", "text"],
+                        help="native tool calls, text (a JSON tool call in the reply) or auto (default)")
+    parser.add_argument("--request-timeout", type=float, metavar="S", help="seconds per attempt of a model request")
     parser.add_argument("--max-cycles", type=int, metavar="N", help="planning cycles before the planner must answer")
 
 
@@ -148,6 +155,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for role in ("planner", "executor", "judge"):
         overrides[f"{role}_model"] = getattr(args, f"{role}_model", None)
         overrides[f"{role}_base_url"] = getattr(args, f"{role}_base_url", None)
+    for name in ("planner_output_method", "judge_output_method", "executor_tool_protocol", "request_timeout"):
+        overrides[name] = getattr(args, name, None)
     return overrides
 
 

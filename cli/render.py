@@ -47,6 +47,9 @@ class Progress:
             self.say(f"  case {event['case_id']} written, reward {event['reward']:g}")
         elif kind == "case_discarded":
             self.say("  case discarded by the reviewer: nothing written, nothing learned")
+        elif kind == "structured_output":
+            why = f" (after: {one_line(event['reason'], 80)})" if event.get("reason") else ""
+            self.say(f"  {event['role']} structured output: {event['method']}{why}")
 
     def update(self, node: str, values: dict[str, Any] | None) -> None:
         values = values or {}
@@ -70,7 +73,9 @@ class Progress:
         self.say(f"[{node}] {detail}".rstrip())
 
 
-def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool, out: TextIO = sys.stdout) -> None:
+def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: bool,
+                  out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up at each call: a caller may have replaced sys.stdout
     roles = simulated_roles(ctx)
     if as_json:
         keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "case_discarded", "kept_workspace",

@@ -69,10 +69,28 @@ class Context:
         "description": "Environment variable that holds the judge's API key."})
     temperature: float = field(default=0.0, metadata={
         "description": "Sampling temperature for all three models."})
-    structured_output_method: str = field(default="function_calling", metadata={
-        "description": "How real models return plans: function_calling (widest support), json_schema or json_mode."})
+    structured_output_method: str = field(default="auto", metadata={
+        "description": "How real models return plans and verdicts: auto (try function_calling, tool_required, "
+                       "json_schema, json_mode, text in turn and keep what works per endpoint), or one of those."})
+    planner_output_method: str = field(default="", metadata={
+        "description": "The planner's structured output method; empty uses structured_output_method."})
+    judge_output_method: str = field(default="", metadata={
+        "description": "The judge's structured output method; empty uses structured_output_method."})
+    executor_tool_protocol: str = field(default="auto", metadata={
+        "description": "How the executor calls tools: native (the API's tool calls), text (a JSON object in the "
+                       "reply, for servers without tool calling) or auto (native, and a reply that is only such "
+                       "an object is taken as a call too)."})
+    planner_max_tokens: int = field(default=2048, metadata={
+        "description": "Most tokens of one planner reply (0: the server's default)."})
+    executor_max_tokens: int = field(default=2048, metadata={
+        "description": "Most tokens of one executor reply (0: the server's default)."})
+    judge_max_tokens: int = field(default=512, metadata={
+        "description": "Most tokens of one judge reply (0: the server's default)."})
     request_timeout: float = field(default=120.0, metadata={
-        "description": "Seconds before a model request is abandoned."})
+        "description": "Seconds one attempt of a model request may take."})
+    model_retries: int = field(default=2, metadata={
+        "description": "Client retries of a model request that timed out or failed to connect; one model call "
+                       "takes at most request_timeout x (model_retries + 1) seconds."})
 
     data_dir: str = field(default="", metadata={
         "description": "Folder for the case bank and checkpoints; empty means the per-user data folder."})
@@ -139,15 +157,21 @@ class Context:
         for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1), ("top_k", 0),
                           ("candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
                           ("max_result_chars", 200), ("torch_threads", 0),
-                          ("max_task_chars", 1)):
+                          ("max_task_chars", 1), ("planner_max_tokens", 0), ("executor_max_tokens", 0),
+                          ("judge_max_tokens", 0), ("model_retries", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
         if not isinstance(self.retrieval_temperature, (int, float)) or self.retrieval_temperature < 0:
             raise ConfigError(f"setting retrieval_temperature must be a number >= 0, got {self.retrieval_temperature!r}")
-        if self.structured_output_method not in {"function_calling", "json_schema", "json_mode"}:
-            raise ConfigError("setting structured_output_method must be function_calling, json_schema or json_mode, "
-                              f"got {self.structured_output_method!r}")
+        methods = ("auto", "function_calling", "tool_required", "json_schema", "json_mode", "text")
+        for name in ("structured_output_method", "planner_output_method", "judge_output_method"):
+            value = getattr(self, name)
+            if value not in methods and not (value == "" and name != "structured_output_method"):
+                raise ConfigError(f"setting {name} must be one of {', '.join(methods)}, got {value!r}")
+        if self.executor_tool_protocol not in ("auto", "native", "text"):
+            raise ConfigError(f"setting executor_tool_protocol must be auto, native or text, "
+                              f"got {self.executor_tool_protocol!r}")
         if self.retrieval_mode not in {"similarity", "parametric", "none"}:
             raise ConfigError(f"setting retrieval_mode must be similarity, parametric or none, "
                               f"got {self.retrieval_mode!r}")
@@ -167,6 +191,10 @@ class Context:
             return (f"the task is {len(task)} characters; at most {self.max_task_chars} are accepted "
                     "(setting max_task_chars)")
         return None
+
+    def output_method(self, role: str) -> str:
+        """The structured output method of `role` ('planner' or 'judge')."""
+        return getattr(self, f"{role}_output_method", "") or self.structured_output_method
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else Path(platformdirs.user_data_dir("memento"))

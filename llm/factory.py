@@ -18,7 +18,14 @@ from memento.graph.errors import RunError
 from memento.llm.simulated import SimulatedChatModel
 
 ROLES = ("planner", "executor", "judge")
-OPENAI_COMPATIBLE = {"openai-compatible", "vllm", "ollama", "llamacpp", "lmstudio"}
+# Local servers' usual OpenAI-compatible addresses: `ollama:MODEL` and the like need no base URL.
+LOCAL_PRESETS = {
+    "ollama": "http://localhost:11434/v1",
+    "vllm": "http://localhost:8000/v1",
+    "llamacpp": "http://localhost:8080/v1",
+    "lmstudio": "http://localhost:1234/v1",
+}
+OPENAI_COMPATIBLE = {"openai-compatible", *LOCAL_PRESETS}
 PROVIDERS = {"simulated", "openai", "azure", *OPENAI_COMPATIBLE}
 
 
@@ -29,7 +36,9 @@ class ModelError(RunError, RuntimeError):
 def _settings(ctx: Context, role: str) -> tuple[str, str, str, str]:
     spec = getattr(ctx, f"{role}_model").strip()
     provider, _, model = spec.partition(":")
-    return provider.lower(), model, getattr(ctx, f"{role}_base_url"), getattr(ctx, f"{role}_api_key_env")
+    provider = provider.lower()
+    base_url = getattr(ctx, f"{role}_base_url") or LOCAL_PRESETS.get(provider, "")
+    return provider, model, base_url, getattr(ctx, f"{role}_api_key_env")
 
 
 def check_model_settings(ctx: Context, roles: tuple[str, ...] = ROLES) -> None:
@@ -49,7 +58,7 @@ def check_model_settings(ctx: Context, roles: tuple[str, ...] = ROLES) -> None:
             continue
         if not model:
             raise ConfigError(f"{role}_model={provider!r} names no model: write it as {provider}:MODEL_NAME")
-        if provider in OPENAI_COMPATIBLE | {"azure"} and not base_url:
+        if provider in (OPENAI_COMPATIBLE - set(LOCAL_PRESETS)) | {"azure"} and not base_url:
             raise ConfigError(f"{role}_model uses {provider}, which needs {role}_base_url (the endpoint URL)")
         if provider in {"openai", "azure"} and not os.environ.get(key_env):
             raise ConfigError(
@@ -63,7 +72,13 @@ def make_chat_model(ctx: Context, role: str) -> BaseChatModel:
     provider, model, base_url, key_env = _settings(ctx, role)
     if provider == "simulated":
         return SimulatedChatModel(persona=model or "default")
-    common: dict[str, Any] = {"temperature": ctx.temperature, "timeout": ctx.request_timeout, "max_retries": 2}
+    common: dict[str, Any] = {"temperature": ctx.temperature, "timeout": ctx.request_timeout,
+                              "max_retries": ctx.model_retries}
+    max_tokens = getattr(ctx, f"{role}_max_tokens")
+    if max_tokens:
+        common["max_tokens"] = max_tokens  # sent as max_completion_tokens
+        if provider in OPENAI_COMPATIBLE:  # and as max_tokens, which llama.cpp and older Ollama read
+            common["extra_body"] = {"max_tokens": max_tokens}
     try:
         if provider == "azure":
             from langchain_openai import AzureChatOpenAI
@@ -81,11 +96,29 @@ def make_chat_model(ctx: Context, role: str) -> BaseChatModel:
         raise ConfigError(f"cannot set up the {role} model {provider}:{model}: {reason}{hint}") from None
 
 
-def structured(model: BaseChatModel, schema: type, ctx: Context):
-    """`model` answering with `schema`; the reply comes back as {raw, parsed, parsing_error}."""
+def structured(model: BaseChatModel, schema: type, ctx: Context, role: str = "planner"):
+    """`model` answering with `schema`; `invoke` returns {raw, parsed, parsing_error}. Real models
+    go through the role's structured output method (see `memento.llm.structured`)."""
     if isinstance(model, SimulatedChatModel):
         return model.with_structured_output(schema, include_raw=True)
-    return model.with_structured_output(schema, include_raw=True, method=ctx.structured_output_method)
+    from memento.llm.structured import StructuredCaller
+
+    provider, name, base_url, _ = _settings(ctx, role)
+
+    def settled(method: str, why: str) -> None:
+        _progress({"event": "structured_output", "role": role, "method": method, "reason": why})
+
+    return StructuredCaller(model, schema, ctx.output_method(role), base_url or provider, name, on_method=settled)
+
+
+def _progress(event: dict[str, Any]) -> None:
+    """A custom stream event, where the call runs inside a graph run (elsewhere, nothing)."""
+    try:
+        from langgraph.config import get_stream_writer
+
+        get_stream_writer()(event)
+    except Exception:  # noqa: BLE001 - outside a run there is no stream to write to
+        pass
 
 
 @contextmanager
@@ -107,9 +140,19 @@ def _describe(exc: Exception, ctx: Context, role: str) -> str | None:
         import openai
     except ImportError:  # pragma: no cover - langchain-openai depends on it
         return None
+    from memento.llm.structured import RefusedMethod
+
     provider, model, base_url, key_env = _settings(ctx, role)
     where = base_url or "the OpenAI API"
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+    if isinstance(exc, RefusedMethod):
+        return (f"the {role} model endpoint {where} refused structured output: {exc}: set {role}_output_method "
+                f"(or structured_output_method) to auto or another method")
+    if isinstance(exc, openai.APITimeoutError):
+        tries = ctx.model_retries + 1
+        return (f"the {role} model endpoint {where} did not answer within request_timeout={ctx.request_timeout:g} s "
+                f"({tries} attempt(s)): the server is up but slow; raise request_timeout, lower {role}_max_tokens, "
+                f"or use a smaller model")
+    if isinstance(exc, openai.APIConnectionError):
         return (f"cannot reach the {role} model endpoint {where} ({type(exc).__name__}): "
                 f"check {role}_base_url and that the server is running")
     if isinstance(exc, openai.AuthenticationError):
@@ -117,7 +160,11 @@ def _describe(exc: Exception, ctx: Context, role: str) -> str | None:
     if isinstance(exc, openai.NotFoundError):
         return f"the {role} model {model!r} was not found at {where}: check {role}_model"
     if isinstance(exc, openai.APIStatusError):
-        return f"the {role} model endpoint {where} answered HTTP {exc.status_code}: {exc.message}"
+        hint = ""
+        if role == "executor" and exc.status_code in (400, 422) and ctx.executor_tool_protocol != "text":
+            hint = ("; if the server cannot take tool definitions, set executor_tool_protocol = \"text\" "
+                    "(--executor-tool-protocol text)")
+        return f"the {role} model endpoint {where} answered HTTP {exc.status_code}: {' '.join(exc.message.split())[:300]}{hint}"
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -18,6 +19,7 @@ from memento.graph.approval import ApprovalPolicy, run_policy, tools_request
 from memento.graph.context import Context, context_of
 from memento.graph.state import State, SubtaskResult
 from memento.llm.factory import make_chat_model, model_call
+from memento.llm.structured import text_tool_calls
 from memento.mcp_servers.client import TOOLBOXES, Toolbox
 from memento.nodes import prompts
 from memento.nodes.planner import render_files
@@ -63,6 +65,16 @@ def _remove_tree(folder: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
         except RecursionError:  # deeper than Python 3.11's recursive rmtree goes: left in place
             pass
+
+
+def describe_tools(toolbox: Toolbox) -> str:
+    """The tools as the text protocol's prompt lists them: name, description, JSON arguments."""
+    lines = []
+    for tool in toolbox.tools:
+        schema = tool.args_schema if isinstance(tool.args_schema, dict) else tool.get_input_schema().model_json_schema()
+        lines.append(f"- {tool.name}: {' '.join((tool.description or '').split())[:300]}\n"
+                     f"  arguments: {json.dumps(schema.get('properties', {}), ensure_ascii=False)[:600]}")
+    return "\n".join(lines)
 
 
 @task(name="executor_model")
@@ -131,26 +143,40 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     workspace = run_workspace(ctx, state["case_id"])
     toolbox = TOOLBOXES.acquire(state["case_id"], lambda: Toolbox(
         ctx.mcp_servers, allowed_paths=[*(state.get("run_files") or []), str(workspace)], workspace=str(workspace)))
-    bound = model.bind_tools(toolbox.tools) if toolbox.tools else model
+    protocol = ctx.executor_tool_protocol
+    names = {t.name for t in toolbox.tools}
+    if protocol == "text" and toolbox.tools:  # no native tool calls: the tools are described in the prompt
+        messages[0] = SystemMessage(messages[0].content + prompts.EXECUTOR_TEXT_TOOLS.format(tools=describe_tools(toolbox)))
+    bound = model.bind_tools(toolbox.tools) if toolbox.tools and protocol != "text" else model
     policy = run_policy(state, ctx)
     while True:
         reply: AIMessage = executor_turn(ctx, bound, messages).result()
         messages.append(reply)
-        if not reply.tool_calls:
+        wanted, as_text = list(reply.tool_calls), False
+        if not wanted and protocol != "native" and names:
+            # A server without native tool calls: a call written as JSON in the reply (the whole
+            # reply, under auto, so an answer that quotes JSON is not taken for one).
+            wanted = text_tool_calls(reply.text, names, whole_reply=protocol == "auto", first_id=len(calls))
+            as_text = bool(wanted)
+        if not wanted:
             break
         room = max(ctx.max_tool_calls - len(calls), 0)
-        done = run_calls(ctx, policy, toolbox, reply.tool_calls[:room])
-        if any(call is not asked for call, (asked, _, _) in zip(reply.tool_calls, done)):
+        done = run_calls(ctx, policy, toolbox, wanted[:room])
+        if not as_text and any(call is not asked for call, (asked, _, _) in zip(wanted, done)):
             # A reviewer edited arguments: the executor sees the calls as they ran, as LangChain's
             # human-in-the-loop middleware shows them.
-            ran = [call for call, _, _ in done] + list(reply.tool_calls[room:])
+            ran = [call for call, _, _ in done] + wanted[room:]
             messages[-1] = reply = reply.model_copy(update={"tool_calls": ran})
         for call, outcome, status in done:
             calls.append({"name": call["name"], "args": call["args"], "status": status, "output": outcome.text[:500]})
-            messages.append(outcome)
-        for call in reply.tool_calls[room:]:
-            messages.append(ToolMessage("not run: the tool-call budget for this subtask is used up",
-                                        tool_call_id=call["id"], name=call["name"], status="error"))
+            messages.append(HumanMessage(prompts.TEXT_TOOL_RESULT.format(name=call["name"], status=status,
+                                                                         output=outcome.text))
+                            if as_text else outcome)
+        for call in wanted[room:]:
+            skipped = "not run: the tool-call budget for this subtask is used up"
+            messages.append(HumanMessage(prompts.TEXT_TOOL_RESULT.format(name=call["name"], status="error",
+                                                                         output=skipped)) if as_text else
+                            ToolMessage(skipped, tool_call_id=call["id"], name=call["name"], status="error"))
         if len(calls) >= ctx.max_tool_calls:
             messages.append(HumanMessage(prompts.EXECUTOR_OUT_OF_TOOLS.format(max_tool_calls=ctx.max_tool_calls)))
             reply = executor_turn(ctx, model, messages).result()

@@ -14,7 +14,7 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD
 from memento.nodes import prompts
-from memento.nodes.schemas import PlannerDecision
+from memento.nodes.schemas import PlannerDecision, bounded_plan
 
 
 def render_files(files: list[str]) -> str:
@@ -71,7 +71,9 @@ def ask_planner(ctx: Context, messages: list[BaseMessage], schema: type[BaseMode
     Returns (decision, None) or (None, error). The complaint about a bad reply goes back to
     the model as the tool result of its own call, which is what OpenAI-style APIs expect.
     """
-    planner = structured(make_chat_model(ctx, "planner"), schema, ctx)
+    if schema is PlannerDecision:
+        schema = bounded_plan(ctx.max_subtasks)
+    planner = structured(make_chat_model(ctx, "planner"), schema, ctx, "planner")
     messages = list(messages)
     attempts = ctx.max_planner_retries + 1
     problem = "no reply"

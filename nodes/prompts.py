@@ -79,6 +79,20 @@ EXECUTOR_TASK = """# Overall task
 # Subtask
 {subtask}"""
 
+# For servers without native tool calls (executor_tool_protocol = "text").
+EXECUTOR_TEXT_TOOLS = """
+
+# Calling a tool
+To call a tool, reply with only this JSON object and nothing else:
+{{"tool": "TOOL_NAME", "arguments": {{...}}}}
+Its result comes back in the next message. When you are done, reply with the result in plain text.
+
+# Tools
+{tools}"""
+
+TEXT_TOOL_RESULT = """Result of the tool call {name} ({status}):
+{output}"""
+
 EXECUTOR_OUT_OF_TOOLS = """You have used all {max_tool_calls} tool calls for this subtask. Reply now \
 with the result from what you have, without calling tools."""
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import BaseModel, Field, create_model, model_validator
+
+SUBTASK_CHARS = 2000  # longest subtask instruction a plan may hold
 
 
 class PlannerDecision(BaseModel):
@@ -50,3 +55,14 @@ class JudgeVerdict(BaseModel):
 
     correct: bool = Field(description="Whether the answer correctly and fully answers the task.")
     reason: str = Field(default="", description="One sentence on why.")
+
+
+@lru_cache(maxsize=16)
+def bounded_plan(max_subtasks: int) -> type[PlannerDecision]:
+    """`PlannerDecision` whose JSON schema bounds the plan (`maxItems`, each subtask's
+    `maxLength`), so a server that enforces the schema cannot loop out a plan of hundreds."""
+    step = Annotated[str, Field(max_length=SUBTASK_CHARS)]
+    return create_model(
+        "PlannerDecision", __base__=PlannerDecision, __doc__=PlannerDecision.__doc__,
+        subtasks=(list[step], Field(default_factory=list, max_length=max_subtasks,
+                                    description=PlannerDecision.model_fields["subtasks"].description)))

@@ -37,7 +37,7 @@ def judge_task(ctx: Context, task_text: str, answer: str) -> dict[str, Any]:
 
 def judge(ctx: Context, task: str, answer: str) -> Score:
     """Score an answer with the judge model when there is no ground truth."""
-    model = structured(make_chat_model(ctx, "judge"), JudgeVerdict, ctx)
+    model = structured(make_chat_model(ctx, "judge"), JudgeVerdict, ctx, "judge")
     with model_call(ctx, "judge"):
         reply = model.invoke([SystemMessage(prompts.JUDGE_SYSTEM),
                               HumanMessage(prompts.JUDGE_TASK.format(task=task, answer=answer))])

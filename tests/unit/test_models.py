@@ -25,7 +25,7 @@ def test_openai_compatible_endpoint_builds_a_chat_openai(monkeypatch):
 @pytest.mark.parametrize("settings,words", [
     ({"planner_model": "openai:gpt-4o-mini"}, ["OPENAI_API_KEY", "planner"]),
     ({"judge_model": "openai:gpt-4o-mini", "judge_api_key_env": "MY_JUDGE_KEY"}, ["MY_JUDGE_KEY"]),
-    ({"executor_model": "ollama:llama3"}, ["executor_base_url"]),
+    ({"executor_model": "openai-compatible:llama3"}, ["executor_base_url"]),
     ({"planner_model": "openai"}, ["names no model"]),
     ({"planner_model": "bedrock:claude"}, ["unknown model provider 'bedrock'"]),
     ({"executor_model": "simulated:sarcastic"}, ["unknown simulated persona 'sarcastic'", "executor_model"]),
@@ -65,3 +65,17 @@ def test_azure_without_an_api_version_is_a_config_error(monkeypatch):
 def test_structured_output_method_is_checked():
     with pytest.raises(ConfigError, match="structured_output_method"):
         Context(structured_output_method="xml")
+
+
+@pytest.mark.parametrize("provider,url", [("ollama", "http://localhost:11434/v1"), ("vllm", "http://localhost:8000/v1"),
+                                          ("llamacpp", "http://localhost:8080/v1"),
+                                          ("lmstudio", "http://localhost:1234/v1")])
+def test_local_presets_need_no_base_url_or_key(monkeypatch, provider, url):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ctx = Context(executor_model=f"{provider}:qwen2.5-7b-instruct", executor_max_tokens=300)
+    check_model_settings(ctx)
+    model = make_chat_model(ctx, "executor")
+    assert str(model.openai_api_base).rstrip("/") == url and model.model_name == "qwen2.5-7b-instruct"
+    assert model.max_tokens == 300 and model.extra_body == {"max_tokens": 300}
+    given = make_chat_model(ctx.replace(executor_base_url="http://gpu-box:9000/v1"), "executor")
+    assert given.openai_api_base == "http://gpu-box:9000/v1"
