@@ -10,7 +10,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from memento.graph.context import ConfigError, Context, load_context
 from memento.graph.errors import InputError, RunError
@@ -49,9 +49,20 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cycles", type=int, metavar="N", help="planning cycles before the planner must answer")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error under `--json` is one JSON object on stdout too (exit 2)."""
+
+    json_wanted = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_wanted:
+            print(json.dumps({"status": "error", "error": f"{self.prog}: {message}", "exit": EXIT_CONFIG}))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="memento", description=__doc__)
+    parser = _Parser(prog="memento", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", parents=[common], help="run a task", description="Run a task to its end, "
@@ -402,6 +413,7 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _Parser.json_wanted = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     # The two bases, not each module's error class: importing those would import torch, Chroma

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from typing import Any, TextIO
 
 from memento.graph.context import Context
@@ -19,18 +21,85 @@ def simulated_roles(ctx: Context) -> list[str]:
     return [role for role in ("planner", "executor", "judge") if getattr(ctx, f"{role}_model").startswith("simulated")]
 
 
+class Spinner:
+    """On a terminal, a status line for silent stretches (the encoder loading, tool servers
+    starting, a slow model): what is going on and for how long, redrawn until the next line."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, out: TextIO, quiet_s: float = 0.5) -> None:
+        self.out, self.quiet_s = out, quiet_s
+        self.label: str | None = None
+        self.since = time.monotonic()
+        self._drawn = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True, name="memento-spinner")
+        self._thread.start()
+
+    def show(self, label: str | None) -> None:
+        with self._lock:
+            self.label, self.since = label, time.monotonic()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._erase()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        self.clear()
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.out.write("\r\033[K")
+            self.out.flush()
+            self._drawn = False
+
+    def _spin(self) -> None:
+        frame = 0
+        while not self._stop.wait(0.1):
+            with self._lock:
+                waited = time.monotonic() - self.since
+                if self.label is None or waited < self.quiet_s:
+                    continue
+                frame += 1
+                self.out.write(f"\r\033[K{self.FRAMES[frame % 4]} {self.label} ({waited:.0f} s)")
+                self.out.flush()
+                self._drawn = True
+
+
 class Progress:
-    """Prints one line per node update and per custom event (subtask, tool call, case write)."""
+    """Prints one line per node update and per custom event (subtask, tool call, case write), and
+    on a terminal a spinner while nothing is printed."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._args: dict[str, str] = {}
+        self.spinner = Spinner(out) if getattr(out, "isatty", lambda: False)() else None
 
     def say(self, line: str) -> None:
+        if self.spinner is not None:
+            self.spinner.clear()
         print(line, file=self.out, flush=True)
+        if self.spinner is not None:
+            self.spinner.show(self.spinner.label)  # the silence starts again
+
+    def close(self) -> None:
+        if self.spinner is not None:
+            self.spinner.close()
 
     def custom(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
+        if self.spinner is not None:
+            if kind == "node_started":
+                self.spinner.show(f"{event['node']}")
+            elif kind == "phase":
+                self.spinner.show(f"{event['text']}")
+            elif kind == "node_finished":
+                self.spinner.show(None)
+        if kind == "phase" and self.spinner is None and "encoder" in event.get("text", ""):
+            self.say(f"  {event['text']} ...")  # seconds of silence otherwise
         if kind == "cases_retrieved":
             self.say(f"  cases: {event['count']} retrieved, {event['successes']} successful")
         elif kind == "subtask_started":

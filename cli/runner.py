@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, TextIO
@@ -104,7 +104,7 @@ def stream_run(ctx: Context, thread_id: str, graph_input: Any, progress_out: Tex
     waits; print progress as it goes."""
     progress = Progress(progress_out)
     config = thread_config(thread_id, ctx)
-    with checkpointed_graph(ctx) as graph:
+    with checkpointed_graph(ctx) as graph, closing(progress):
         # durability="sync": a step's checkpoint is on disk before the next step starts, so a
         # killed process loses at most the step it was in.
         for mode, chunk in graph.stream(graph_input, config, context=ctx, stream_mode=["updates", "custom"],

@@ -84,6 +84,11 @@ class TextEncoder:
         self._model = model.to(self._device).eval()
 
     @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (the first encoding loads it: seconds)."""
+        return self._model is not None
+
+    @property
     def dim(self) -> int:
         with self._lock:
             self._load()

@@ -57,3 +57,10 @@ def forget_retriever(ctx: Context) -> None:
     """Drop the cached retriever (after its checkpoint was replaced by offline training)."""
     with _lock:
         _retrievers.pop(str(ctx.retriever_checkpoint().resolve()), None)
+
+
+def encoder_loading(ctx: Context) -> str | None:
+    """What to tell the user while the encoder loads, or None when it is already loaded."""
+    if shared_encoder(ctx.encoder, ctx.encoder_device).loaded:
+        return None
+    return f"loading the encoder {ctx.encoder}"

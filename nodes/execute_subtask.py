@@ -141,6 +141,7 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ]
     calls: list[dict[str, Any]] = []
     workspace = run_workspace(ctx, state["case_id"])
+    emit({"event": "phase", "text": "connecting to the tool servers"})  # seconds when they must start
     toolbox = TOOLBOXES.acquire(state["case_id"], lambda: Toolbox(
         ctx.mcp_servers, allowed_paths=[*(state.get("run_files") or []), str(workspace)], workspace=str(workspace)))
     protocol = ctx.executor_tool_protocol

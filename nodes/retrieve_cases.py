@@ -14,7 +14,7 @@ from memento.graph.approval import policy_dict
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.memory.case import RetrievedCase
-from memento.memory.resources import case_bank_for, retriever_for
+from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
 
 
 def unreadable_file(files: list[str]) -> str | None:
@@ -47,6 +47,8 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return update
     from memento.memory.device import torch_threads  # torch: only when there is encoding to do
 
+    if phase := encoder_loading(ctx):
+        get_stream_writer()({"event": "phase", "text": phase})
     with torch_threads(ctx.torch_threads):
         cases = select_cases(ctx, state["task"])
     update["cases_used"] = [case.model_dump() for case in cases]

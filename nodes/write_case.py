@@ -18,7 +18,7 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
-from memento.memory.resources import case_bank_for, retriever_for
+from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.execute_subtask import remove_workspace, run_workspace
@@ -123,6 +123,8 @@ def _score_and_store(ctx: Context, state: State) -> dict[str, Any]:
     with torch_threads(ctx.torch_threads):
         # The id was fixed in retrieve_cases and is checkpointed: a resumed or replayed run
         # overwrites its own case instead of adding a second one.
+        if phase := encoder_loading(ctx):
+            emit({"event": "phase", "text": phase})
         bank = case_bank_for(ctx)
         bank.write(case)
         emit({"event": "case_written", "case_id": case.id, "reward": case.reward})

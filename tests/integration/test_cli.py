@@ -106,3 +106,13 @@ def test_commands_that_need_no_model_import_no_torch(tmp_path, command):
                           capture_output=True, text=True, timeout=120)
     report = json.loads(done.stderr.strip().splitlines()[-1])
     assert report == {"exit": 0, "heavy": []}
+
+
+def test_a_usage_error_under_json_is_one_object_too(capsys):
+    from memento.cli.main import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--json", "--max-cycles", "many", "What is 6 * 7?"])
+    assert stopped.value.code == 2
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["status"] == "error" and "--max-cycles" in outcome["error"] and outcome["exit"] == 2
