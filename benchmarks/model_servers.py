@@ -28,7 +28,7 @@ from memento.mcp_servers.client import SESSIONS  # noqa: E402
 from tests.fixtures.model_servers import ModelServer  # noqa: E402
 
 CASES = [("openai", {}), ("llamacpp", {}), ("json-mode-only", {"executor_tool_protocol": "text"}),
-         ("fenced", {}), ("cut", {}), ("text-tools", {})]
+         ("fenced", {}), ("cut", {}), ("text-tools", {}), ("cut-call", {}), ("think", {})]
 
 
 def main() -> None:

@@ -108,7 +108,8 @@ def structured(model: BaseChatModel, schema: type, ctx: Context, role: str = "pl
     def settled(method: str, why: str) -> None:
         _progress({"event": "structured_output", "role": role, "method": method, "reason": why})
 
-    return StructuredCaller(model, schema, ctx.output_method(role), base_url or provider, name, on_method=settled)
+    return StructuredCaller(model, schema, ctx.output_method(role), base_url or provider, name, on_method=settled,
+                            role=role)
 
 
 def _progress(event: dict[str, Any]) -> None:
@@ -140,13 +141,19 @@ def _describe(exc: Exception, ctx: Context, role: str) -> str | None:
         import openai
     except ImportError:  # pragma: no cover - langchain-openai depends on it
         return None
-    from memento.llm.structured import RefusedMethod
+    from memento.llm.structured import RefusedMethod, is_context_overflow
 
     provider, model, base_url, key_env = _settings(ctx, role)
     where = base_url or "the OpenAI API"
+    said = " ".join(str(getattr(exc, "message", exc)).split())[:300]
     if isinstance(exc, RefusedMethod):
+        other = "another method" if exc.method == "auto" else "auto or another method"
         return (f"the {role} model endpoint {where} refused structured output: {exc}: set {role}_output_method "
-                f"(or structured_output_method) to auto or another method")
+                f"(or structured_output_method) to {other}")
+    if isinstance(exc, openai.BadRequestError) and is_context_overflow(exc):
+        return (f"the {role} request does not fit the model's context at {where} ({said}): give the server a "
+                f"larger context (llama-server -c, Ollama num_ctx, vLLM --max-model-len), or lower "
+                f"max_result_chars and {role}_max_tokens")
     if isinstance(exc, openai.APITimeoutError):
         tries = ctx.model_retries + 1
         return (f"the {role} model endpoint {where} did not answer within request_timeout={ctx.request_timeout:g} s "
@@ -158,13 +165,22 @@ def _describe(exc: Exception, ctx: Context, role: str) -> str | None:
     if isinstance(exc, openai.AuthenticationError):
         return f"the {role} model endpoint {where} rejected the API key: check the variable {key_env}"
     if isinstance(exc, openai.NotFoundError):
+        if not isinstance(getattr(exc, "body", None), dict):  # a plain 404 page: not an OpenAI API path
+            return (f"the {role} model endpoint {where} answered HTTP 404 with no OpenAI error: check {role}_base_url "
+                    f"(it usually ends in /v1)")
         return f"the {role} model {model!r} was not found at {where}: check {role}_model"
     if isinstance(exc, openai.APIStatusError):
         hint = ""
         if role == "executor" and exc.status_code in (400, 422) and ctx.executor_tool_protocol != "text":
             hint = ("; if the server cannot take tool definitions, set executor_tool_protocol = \"text\" "
                     "(--executor-tool-protocol text)")
-        return f"the {role} model endpoint {where} answered HTTP {exc.status_code}: {' '.join(exc.message.split())[:300]}{hint}"
+        return f"the {role} model endpoint {where} answered HTTP {exc.status_code}: {said}{hint}"
+    if isinstance(exc, (ValueError, TypeError, KeyError, IndexError, AttributeError)):
+        # Raised while the client read the reply: an HTML page, invalid JSON, an error object
+        # where a completion should be, no choices, no message.
+        return (f"the {role} model endpoint {where} sent a reply that is not an OpenAI chat completion "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}): check {role}_base_url (it usually "
+                f"ends in /v1) and that the server speaks the OpenAI chat API")
     return None
 
 

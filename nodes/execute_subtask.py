@@ -67,6 +67,16 @@ def _remove_tree(folder: Path) -> None:
             pass
 
 
+def readable_calls(reply: AIMessage, turn: int) -> tuple[AIMessage, list[dict[str, Any]]]:
+    """The reply with an id on every tool call (some servers send none) and without the calls the
+    client could not read; and those unreadable calls."""
+    bad = list(reply.invalid_tool_calls)
+    if not bad and all(call.get("id") for call in reply.tool_calls):
+        return reply, []
+    calls = [{**call, "id": call.get("id") or f"call-{turn}-{n}"} for n, call in enumerate(reply.tool_calls)]
+    return reply.model_copy(update={"tool_calls": calls, "invalid_tool_calls": []}), bad
+
+
 def describe_tools(toolbox: Toolbox) -> str:
     """The tools as the text protocol's prompt lists them: name, description, JSON arguments."""
     lines = []
@@ -150,9 +160,22 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         messages[0] = SystemMessage(messages[0].content + prompts.EXECUTOR_TEXT_TOOLS.format(tools=describe_tools(toolbox)))
     bound = model.bind_tools(toolbox.tools) if toolbox.tools and protocol != "text" else model
     policy = run_policy(state, ctx)
+    unreadable = 0
     while True:
         reply: AIMessage = executor_turn(ctx, bound, messages).result()
+        reply, bad = readable_calls(reply, turn=len(calls) + unreadable)
         messages.append(reply)
+        if bad and not reply.tool_calls:
+            # A call the client could not read (arguments cut at the token limit, or not JSON):
+            # the executor is told, and it counts against the budget, so this cannot loop.
+            unreadable += 1
+            calls.append({"name": bad[0].get("name") or "?", "args": {}, "status": "error",
+                          "output": "the call's arguments were not valid JSON"})
+            if len(calls) >= ctx.max_tool_calls:
+                break
+            messages.append(HumanMessage(prompts.UNREADABLE_CALL.format(names=", ".join(
+                str(b.get("name") or "?") for b in bad))))
+            continue
         wanted, as_text = list(reply.tool_calls), False
         if not wanted and protocol != "native" and names:
             # A server without native tool calls: a call written as JSON in the reply (the whole

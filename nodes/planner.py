@@ -77,20 +77,26 @@ def ask_planner(ctx: Context, messages: list[BaseMessage], schema: type[BaseMode
     messages = list(messages)
     attempts = ctx.max_planner_retries + 1
     problem = "no reply"
-    for _ in range(attempts):
+    for attempt in range(attempts):
         with model_call(ctx, "planner"):
             reply = planner.invoke(messages)
         decision, problem = _check(reply, ctx)
         if decision is not None:
             return decision, None
+        # The reply goes back with the complaint. Every tool call in it is answered (a server
+        # refuses an assistant tool call left without its tool message), each with an id (some
+        # servers send none), and calls the client could not read are left out.
         raw: AIMessage = reply["raw"]
-        messages.append(raw)
+        calls = [{**call, "id": call.get("id") or f"retry-{attempt}-{n}"} for n, call in enumerate(raw.tool_calls)]
+        messages.append(raw.model_copy(update={"tool_calls": calls, "invalid_tool_calls": []}))
         complaint = prompts.RETRY_MESSAGE.format(error=problem)
-        if raw.tool_calls:
-            messages += [ToolMessage(complaint, tool_call_id=call["id"]) for call in raw.tool_calls]
+        if calls:
+            messages += [ToolMessage(complaint, tool_call_id=call["id"]) for call in calls]
         else:
             messages.append(HumanMessage(complaint))
-    return None, f"the planner gave no valid decision in {attempts} attempt(s); last problem: {problem}"
+    hint = (f" (raise planner_max_tokens, now {ctx.planner_max_tokens}, or the server's own limit)"
+            if "token limit" in problem else "")
+    return None, f"the planner gave no valid decision in {attempts} attempt(s); last problem: {problem}{hint}"
 
 
 def _check(reply: dict[str, Any], ctx: Context) -> tuple[BaseModel | None, str]:

@@ -93,6 +93,10 @@ Its result comes back in the next message. When you are done, reply with the res
 TEXT_TOOL_RESULT = """Result of the tool call {name} ({status}):
 {output}"""
 
+UNREADABLE_CALL = """Your call of {names} could not be read: its arguments were not valid JSON \
+(perhaps cut at the reply's token limit). Call the tool again with shorter, valid arguments, or \
+reply with the result."""
+
 EXECUTOR_OUT_OF_TOOLS = """You have used all {max_tool_calls} tool calls for this subtask. Reply now \
 with the result from what you have, without calling tools."""
 

@@ -57,6 +57,8 @@ def _objects(text):
     ("fenced", "function_calling"),      # prose around a fenced block: read leniently
     ("cut", "function_calling"),         # a reply cut at the token limit is retried
     ("text-tools", "function_calling"),  # the executor's calls come as text
+    ("cut-call", "function_calling"),    # a tool call cut at the limit, calls without ids
+    ("think", "function_calling"),       # reasoning before the answer, with a draft in it
 ])
 def test_a_run_finishes_with_the_right_answer(capsys, tmp_path, persona, method):
     with ModelServer(persona) as server:
@@ -69,6 +71,9 @@ def test_a_run_finishes_with_the_right_answer(capsys, tmp_path, persona, method)
         assert all(r.get("max_completion_tokens") == 2048 and r.get("max_tokens") == 2048 for r in planner_calls)
     if persona == "llamacpp":
         assert "structured output: tool_required" in err  # the progress says which method is in use
+    if persona == "think":
+        assert outcome["reward"] == 1  # the judge's final verdict, not the draft in its thinking
+        assert len(outcome["results"][0]["tool_calls"]) == 1  # the call drafted while thinking did not run
 
 
 def test_a_json_mode_only_server_names_the_executor_setting_then_works_with_it(capsys, tmp_path):
@@ -104,3 +109,17 @@ def test_a_failing_server_is_one_clear_line(capsys, tmp_path):
     assert code == 1 and outcome["status"] == "error"
     assert "answered HTTP 500" in outcome["error"] and "\n" not in outcome["error"]
     assert err.count("memento: error:") == 1
+
+
+@pytest.mark.parametrize("persona,words", [
+    ("html", ["not an OpenAI chat completion", "planner_base_url", "/v1"]),
+    ("overflow", ["does not fit the model's context", "llama-server -c", "planner_max_tokens"]),
+])
+def test_a_misconfigured_endpoint_is_one_line_naming_what_to_change(capsys, tmp_path, persona, words):
+    settings = tmp_path / "once.toml"
+    settings.write_text("[models]\nmodel_retries = 0\n")
+    with ModelServer(persona) as server:
+        code, outcome, _ = run_json(capsys, tmp_path, server.url, "--config", str(settings))
+        assert len(server.requests) == 1  # an overflow is not a structured-output refusal: no fallbacks
+    assert code == 1 and outcome["status"] == "error" and "\n" not in outcome["error"]
+    assert all(word in outcome["error"] for word in words), outcome["error"]
