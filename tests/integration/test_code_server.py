@@ -23,6 +23,16 @@ def code(toolbox_for, tmp_path, monkeypatch):
     remove_workspace(box.workspace)  # and its copy, where it moved to the system temp dir for the sandbox user
 
 
+@pytest.fixture
+def workspaces():
+    """Workspaces a test makes through the server: removed after it, with the copies moved to the
+    system temp dir for the sandbox user."""
+    made = []
+    yield made
+    for path in made:
+        remove_workspace(path)
+
+
 def alive(box):
     answer = call(box, "run_python", code="print(6 * 7)")
     assert answer.status == "success" and "42" in answer.text
@@ -124,7 +134,8 @@ def test_write_then_read_and_truncation(code):
         assert (code.workspace / "notes" / "a.txt").stat().st_uid != 0
 
 
-def test_files_written_before_a_restart_are_there_after_it(toolbox_for, tmp_path):
+def test_files_written_before_a_restart_are_there_after_it(toolbox_for, tmp_path, workspaces):
+    workspaces.append(tmp_path / "ws")
     servers = {"code": stdio("memento.mcp_servers.code", "--workspace", "{workspace}")}
     first = toolbox_for(servers, workspace=str(tmp_path / "ws"))
     assert call(first, "write_file", path="notes/kept.txt", content="still here").status == "success"
@@ -136,9 +147,10 @@ def test_files_written_before_a_restart_are_there_after_it(toolbox_for, tmp_path
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="workspaces are moved for the sandbox user only when memento runs as root")
-def test_a_run_cannot_find_another_runs_workspace(toolbox_for, tmp_path):
+def test_a_run_cannot_find_another_runs_workspace(toolbox_for, tmp_path, workspaces):
     import hashlib
 
+    workspaces += [tmp_path / "runs" / "run-a", tmp_path / "runs" / "run-b"]
     servers = {"code": stdio("memento.mcp_servers.code", "--workspace", "{workspace}")}
     a_path = tmp_path / "runs" / "run-a"
     a = toolbox_for(servers, workspace=str(a_path))
@@ -152,7 +164,7 @@ def test_a_run_cannot_find_another_runs_workspace(toolbox_for, tmp_path):
     assert "run A's secret" not in out.text and "done" in out.text
 
 
-def test_a_call_cannot_name_a_workspace_outside_the_workspace_root(toolbox_for, tmp_path):
+def test_a_call_cannot_name_a_workspace_outside_the_workspace_root(toolbox_for, tmp_path, workspaces):
     """The server (root, perhaps) makes a call's workspace and gives it to the sandbox user: a
     caller that could name any folder would be handed it."""
     victim = tmp_path / "victim"
@@ -168,6 +180,7 @@ def test_a_call_cannot_name_a_workspace_outside_the_workspace_root(toolbox_for, 
     after = victim.lstat()
     assert not victim.is_symlink() and (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
     assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    workspaces.append(tmp_path / "workspaces" / "run-1")
     inside = toolbox_for(servers, workspace=str(tmp_path / "workspaces" / "run-1"))
     assert call(inside, "write_file", path="ok.txt", content="fine").status == "success"
 
