@@ -77,6 +77,12 @@ def readable_calls(reply: AIMessage, turn: int) -> tuple[AIMessage, list[dict[st
     return reply.model_copy(update={"tool_calls": calls, "invalid_tool_calls": []}), bad
 
 
+def as_text_result(call: dict[str, Any], outcome: ToolMessage, status: str) -> HumanMessage:
+    """A tool result for a call made through the text protocol: a user message, since the server
+    takes no tool messages."""
+    return HumanMessage(prompts.TEXT_TOOL_RESULT.format(name=call["name"], status=status, output=outcome.text))
+
+
 def describe_tools(toolbox: Toolbox) -> str:
     """The tools as the text protocol's prompt lists them: name, description, JSON arguments."""
     lines = []
@@ -193,14 +199,11 @@ def execute_subtask(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             messages[-1] = reply = reply.model_copy(update={"tool_calls": ran})
         for call, outcome, status in done:
             calls.append({"name": call["name"], "args": call["args"], "status": status, "output": outcome.text[:500]})
-            messages.append(HumanMessage(prompts.TEXT_TOOL_RESULT.format(name=call["name"], status=status,
-                                                                         output=outcome.text))
-                            if as_text else outcome)
+            messages.append(as_text_result(call, outcome, status) if as_text else outcome)
         for call in wanted[room:]:
-            skipped = "not run: the tool-call budget for this subtask is used up"
-            messages.append(HumanMessage(prompts.TEXT_TOOL_RESULT.format(name=call["name"], status="error",
-                                                                         output=skipped)) if as_text else
-                            ToolMessage(skipped, tool_call_id=call["id"], name=call["name"], status="error"))
+            skipped = ToolMessage("not run: the tool-call budget for this subtask is used up", tool_call_id=call["id"],
+                                  name=call["name"], status="error")
+            messages.append(as_text_result(call, skipped, "error") if as_text else skipped)
         if len(calls) >= ctx.max_tool_calls:
             messages.append(HumanMessage(prompts.EXECUTOR_OUT_OF_TOOLS.format(max_tool_calls=ctx.max_tool_calls)))
             reply = executor_turn(ctx, model, messages).result()
