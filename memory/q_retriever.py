@@ -1,12 +1,14 @@
 """Parametric case memory: a small torch network Q(task, case) that learns which cases help.
 
 Q is the expected reward of planning with a case (paper arXiv 2508.16153, section 4.2). Its
-inputs are encoder features the case bank already stores (the case's task and plan embeddings)
-and the query task's embedding, so scoring a candidate costs one small MLP pass, never an
-encoder pass. Training is soft Q-learning on transitions (task, case, reward): with discount 0
-(the paper's single-step planner) the TD target is the reward and the loss is binary
-cross-entropy; with a discount above 0 the target adds the soft value of the next state, read
-from a target network.
+inputs are encoder features the case bank already stores (the case's task and plan embeddings),
+the query task's embedding, and the hashed words in which the two tasks differ (`lexical`), so
+scoring a candidate costs one small network pass, never an encoder pass. Training is soft
+Q-learning on transitions (task, case, reward): with discount 0 (the paper's single-step planner)
+the TD target is the reward and the loss is binary cross-entropy, plus a pairwise ranking term
+between the cases of one run (what retrieval uses is the order of cases for one task, which a
+shift of every Q leaves unchanged); with a discount above 0 the target adds the soft value of the
+next state, read from a target network.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ from torch import nn
 
 from memento.graph.errors import InputError
 from memento.memory.device import resolve_device
+from memento.memory.lexical import BUCKETS, PAD, WIDTH
 
 _RNG_LOCK = threading.RLock()
-FORMAT_VERSION = 2  # 2: the similarity prior (kappa, midpoint) and the cosine features
+# 2: the similarity prior (kappa, midpoint) and the cosine features; 3: the lexical term, the
+# fixed prior online, episodes in the replay buffer
+FORMAT_VERSION = 3
+MAX_PER_EPISODE = 64
 
 
 class RetrieverError(InputError, RuntimeError):
@@ -49,19 +55,24 @@ class RetrieverSettings:
     alpha: float = 1.0
     target_sync: int = 25
     seed: int = 0
+    lexical: bool = True  # the hashed word-mismatch term
+    pairwise: float = 1.0  # weight of the within-run ranking loss (0: pointwise BCE only)
+    prior_lr: float = 0.0  # learning rate of the similarity prior's kappa and midpoint (0: fixed)
+    lexical_lr: float = 0.05  # learning rate of the word weights: sparse, each seen in few runs
 
 
 class QNetwork(nn.Module):
     """Scores (task, case) pairs; returns logits, Q = sigmoid(logit) in (0, 1).
 
-    The logit is a similarity prior plus a learned correction: `kappa * (cos(task, case) - m)`
-    (kappa and m learned, starting at 10 and 0.5) plus an MLP over `[t, c, p, t*c, t*p, |t-c|,
-    cos(t, c), cos(t, p)]` whose last layer starts at zero. So an untrained network ranks cases
-    as similarity retrieval does, and rewards teach it where similarity misleads, instead of it
-    having to discover from a few hundred noisy rewards that a related case is worth more than an
-    unrelated one (embeddings are unit vectors: the cosine is the dot product)."""
+    The logit is a similarity prior plus two learned corrections:
+    `kappa * (cos(task, case) - m)` (10 and 0.5; fixed in online learning, so a few rewards cannot
+    erase what similarity already knows about related and unrelated cases), plus a weight per
+    hashed word in which the two tasks differ (`lexical`: a mismatch on a word that has misled
+    before costs value), plus an MLP over `[t, c, p, t*c, t*p, |t-c|, cos(t, c), cos(t, p)]`. Both
+    corrections start at zero, so an untrained network ranks cases as similarity retrieval does
+    (embeddings are unit vectors: the cosine is the dot product)."""
 
-    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1, lexical: bool = True) -> None:
         super().__init__()
         self.dim = dim
         self.head = nn.Sequential(
@@ -72,14 +83,28 @@ class QNetwork(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         self.kappa = nn.Parameter(torch.tensor(10.0))
         self.midpoint = nn.Parameter(torch.tensor(0.5))
+        self.lexical = nn.Embedding(BUCKETS + 1, 1, padding_idx=PAD) if lexical else None
+        if self.lexical is not None:
+            nn.init.zeros_(self.lexical.weight)
 
-    def forward(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor) -> torch.Tensor:
+    def forward(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor,
+                mismatch: torch.Tensor | None = None) -> torch.Tensor:
         similarity = (task * case_task).sum(-1, keepdim=True)
         plan_similarity = (task * case_plan).sum(-1, keepdim=True)
-        features = torch.cat([task, case_task, case_plan, task * case_task, task * case_plan,
-                              (task - case_task).abs(), similarity, plan_similarity], dim=-1)
+        # Unit vectors have components of about 1/sqrt(dim) and products of about 1/dim (1e-3 for
+        # MiniLM): scaled back to about 1, so the MLP learns from them at the pace of the rest.
+        root = self.dim ** 0.5
+        features = torch.cat([root * task, root * case_task, root * case_plan, self.dim * task * case_task,
+                              self.dim * task * case_plan, root * (task - case_task).abs(), similarity,
+                              plan_similarity], dim=-1)
         prior = self.kappa * (similarity.squeeze(-1) - self.midpoint)
-        return prior + self.head(features).squeeze(-1)
+        logit = prior + self.head(features).squeeze(-1)
+        if self.lexical is not None and mismatch is not None:
+            logit = logit + self.lexical(mismatch.long()).sum(dim=(-2, -1))
+        return logit
+
+    def prior_parameters(self) -> list[nn.Parameter]:
+        return [self.kappa, self.midpoint]
 
 
 @dataclass
@@ -99,6 +124,7 @@ class ReplayBuffer:
             self.arrays = {
                 "task": np.zeros((c, d), np.float16), "case_task": np.zeros((c, d), np.float16),
                 "case_plan": np.zeros((c, d), np.float16), "reward": np.zeros(c, np.float32),
+                "mismatch": np.full((c, WIDTH), PAD, np.int32), "episode": np.full(c, -1, np.int64),
                 "weight": np.zeros(c, np.float32), "has_next": np.zeros(c, bool),
                 "next_task": np.zeros((c, d if m else 0), np.float16),
                 "next_case_task": np.zeros((c, m, d), np.float16),
@@ -106,13 +132,14 @@ class ReplayBuffer:
             }
 
     def add(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, rewards: np.ndarray,
-            weights: np.ndarray) -> list[int]:
+            weights: np.ndarray, mismatch: np.ndarray, episode: int) -> list[int]:
         slots = []
         for i in range(len(case_tasks)):
             slot = self.cursor
             a = self.arrays
             a["task"][slot], a["case_task"][slot], a["case_plan"][slot] = task, case_tasks[i], case_plans[i]
             a["reward"][slot], a["weight"][slot], a["has_next"][slot] = rewards[i], weights[i], False
+            a["mismatch"][slot], a["episode"][slot] = mismatch[i], episode
             slots.append(slot)
             self.cursor = (self.cursor + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
@@ -130,12 +157,27 @@ class ReplayBuffer:
             a["next_count"][slot], a["has_next"][slot] = m, True
 
     def sample(self, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        idx = rng.integers(0, self.size, size=min(batch, self.size))
+        """About `batch` transitions, whole runs at a time: runs are drawn at random and every
+        transition of each comes with it, so the ranking loss can compare the cases of one run."""
+        episodes = self.arrays["episode"][:self.size]
+        picked: list[np.ndarray] = []
+        taken = 0
+        for slot in rng.integers(0, self.size, size=min(batch, self.size)):
+            same = np.flatnonzero(episodes == episodes[slot])
+            picked.append(same)
+            taken += len(same)
+            if taken >= batch:
+                break
+        idx = np.unique(np.concatenate(picked))
         return {k: v[idx] for k, v in self.arrays.items()}
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+
+
+def _ids(array: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    return None if array is None else torch.as_tensor(np.asarray(array, dtype=np.int64), device=device)
 
 
 class QRetriever:
@@ -151,13 +193,21 @@ class QRetriever:
         self._cpu_rng = torch.Generator().manual_seed(self.settings.seed).get_state()
         self._cuda_rng: torch.Tensor | None = None
         with self.own_rng():
-            self.network = QNetwork(dim, self.settings.hidden, self.settings.dropout).to(self.device)
+            self.network = QNetwork(dim, self.settings.hidden, self.settings.dropout,
+                                    lexical=self.settings.lexical).to(self.device)
         self.target = copy.deepcopy(self.network).eval() if self.settings.discount > 0 else None
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.settings.lr,
-                                           weight_decay=self.settings.weight_decay)
+        prior = self.network.prior_parameters()
+        lexical = list(self.network.lexical.parameters()) if self.network.lexical is not None else []
+        own = {id(p) for p in [*prior, *lexical]}
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in self.network.parameters() if id(p) not in own]},
+             {"params": prior, "lr": self.settings.prior_lr, "weight_decay": 0.0},
+             {"params": lexical, "lr": self.settings.lexical_lr, "weight_decay": 0.0}],
+            lr=self.settings.lr, weight_decay=self.settings.weight_decay)
         self.buffer = ReplayBuffer(dim, self.settings.buffer_size,
                                    next_width=8 if self.settings.discount > 0 else 0)
         self.updates = 0
+        self.episode_count = 0
         self.last_episode: list[int] = []
         self.episodes: list[str] = []  # recent episode ids, so a replayed run is not learned twice
         self.rng = np.random.default_rng(self.settings.seed)
@@ -189,43 +239,52 @@ class QRetriever:
         """Whether any gradient step was taken (an untrained network ranks at random)."""
         return self.updates > 0
 
-    def choose(self, q: np.ndarray, k: int, temperature: float, key: str = "") -> np.ndarray:
+    def choose(self, q: np.ndarray, k: int, temperature: float, key: str = "", pool: int | None = None) -> np.ndarray:
         """Indices of the k cases to show, in order: drawn without replacement from the policy
-        mu(c | s) = softmax(logit(Q) / temperature) (the Gumbel top-k trick), the paper's
-        maximum-entropy retrieval policy, so cases the network undervalues are still shown now
-        and then and their value learned; temperature 0 takes the k highest Q. The draw is seeded
-        by the task and the number of updates so far: the same history gives the same choice."""
+        mu(c | s) = softmax(logit(Q) / temperature) over the `pool` highest-Q cases (the Gumbel
+        top-k trick), the paper's maximum-entropy retrieval policy kept among the cases worth
+        showing, so cases the network undervalues slightly are still shown now and then and their
+        value learned, and a case far down the list never is; temperature 0 takes the k highest
+        Q. The draw is seeded by the task and the number of updates so far: the same history
+        gives the same choice."""
         q = np.clip(np.asarray(q, np.float64), 1e-6, 1 - 1e-6)
         scores = np.log(q) - np.log1p(-q)
         if temperature > 0 and len(q) > 1:
+            eligible = np.argsort(-scores, kind="stable")[:pool] if pool else np.arange(len(q))
             rng = np.random.default_rng([self.updates, zlib.crc32(key.encode("utf-8"))])
-            scores = scores / temperature + rng.gumbel(size=len(q))
+            drawn = np.full(len(q), -np.inf)
+            drawn[eligible] = scores[eligible] / temperature + rng.gumbel(size=len(eligible))
+            scores = drawn
         return np.argsort(-scores, kind="stable")[:k]
 
-    def q_values(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> np.ndarray:
-        """Q for one task against n cases: a float array of shape (n,)."""
+    def q_values(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray,
+                 mismatch: np.ndarray | None = None) -> np.ndarray:
+        """Q for one task against n cases: a float array of shape (n,). `mismatch` holds each
+        pair's hashed differing words (`lexical.mismatch_matrix`); without it the lexical term is 0."""
         if len(case_tasks) == 0:
             return np.zeros(0, np.float32)
         tasks = np.tile(np.asarray(task, np.float32), (len(case_tasks), 1))
-        return self.q_values_pairs(tasks, case_tasks, case_plans)
+        return self.q_values_pairs(tasks, case_tasks, case_plans, mismatch)
 
-    def q_values_pairs(self, tasks: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray) -> np.ndarray:
+    def q_values_pairs(self, tasks: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray,
+                       mismatch: np.ndarray | None = None) -> np.ndarray:
         """Q for n (task, case) pairs, row by row: shape (n,)."""
         with self.lock, torch.inference_mode():
             self.network.eval()
             logits = self.network(_tensor(tasks, self.device), _tensor(case_tasks, self.device),
-                                  _tensor(case_plans, self.device))
+                                  _tensor(case_plans, self.device), _ids(mismatch, self.device))
             return torch.sigmoid(logits).float().cpu().numpy()
 
     def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float | np.ndarray,
                 weights: np.ndarray | None = None, episode: str | None = None,
-                shown: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+                shown: tuple[np.ndarray, np.ndarray] | None = None, mismatch: np.ndarray | None = None) -> int:
         """Store one run's transitions: the task, each case credited, its reward (one for all, or
-        one per case). `shown` (task and plan embeddings of every case the run was shown, when
-        not all were credited) is the next state of the previous run's transitions.
+        one per case), and each pair's hashed differing words. `shown` (task and plan embeddings
+        of every case the run was shown, when not all were credited) is the next state of the
+        previous run's transitions.
 
         Returns how many were stored: none when `episode` was already observed (a resumed run)."""
-        n = len(case_tasks)
+        n = min(len(case_tasks), MAX_PER_EPISODE)
         with self.lock:
             if episode is not None:
                 if episode in self.episodes:
@@ -237,9 +296,12 @@ class QRetriever:
             if n == 0:
                 self.last_episode = []
                 return 0
-            weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
-            rewards = np.broadcast_to(np.asarray(reward, np.float32), (n,))
-            self.last_episode = self.buffer.add(task, case_tasks, case_plans, rewards, weights)
+            weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)[:n]
+            rewards = np.broadcast_to(np.asarray(reward, np.float32), (len(case_tasks),))[:n]
+            mismatch = np.full((n, WIDTH), PAD, np.int32) if mismatch is None else np.asarray(mismatch, np.int32)[:n]
+            self.last_episode = self.buffer.add(task, case_tasks[:n], case_plans[:n], rewards, weights, mismatch,
+                                                self.episode_count)
+            self.episode_count += 1
             return n
 
     def _targets(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
@@ -263,11 +325,19 @@ class QRetriever:
         return torch.where(has_next, (1 - gamma) * reward + gamma * value, reward)
 
     def train_step(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor,
-                   target: torch.Tensor, weight: torch.Tensor) -> float:
+                   target: torch.Tensor, weight: torch.Tensor, mismatch: torch.Tensor | None = None,
+                   episode: torch.Tensor | None = None) -> float:
+        """One gradient step: weighted BCE on every pair, plus (with `episode`) a logistic loss on
+        each pair of transitions of one run whose targets differ, the better one ranked above."""
         self.network.train()
         with self.own_rng():  # dropout
-            logits = self.network(task, case_task, case_plan)
+            logits = self.network(task, case_task, case_plan, mismatch)
         loss = (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
+        if episode is not None and self.settings.pairwise > 0:
+            better = (episode[:, None] == episode[None, :]) & (target[:, None] > target[None, :] + 1e-6)
+            if better.any():
+                margin = logits[:, None] - logits[None, :]
+                loss = loss + self.settings.pairwise * nn.functional.softplus(-margin[better]).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.network.parameters(), 1.0)
@@ -288,7 +358,8 @@ class QRetriever:
                 losses.append(self.train_step(
                     _tensor(batch["task"], self.device), _tensor(batch["case_task"], self.device),
                     _tensor(batch["case_plan"], self.device), self._targets(batch),
-                    _tensor(batch["weight"], self.device)))
+                    _tensor(batch["weight"], self.device), _ids(batch["mismatch"], self.device),
+                    torch.as_tensor(batch["episode"], device=self.device)))
             return float(np.mean(losses))
 
     def selection_weights(self, q: np.ndarray) -> np.ndarray:
@@ -308,7 +379,7 @@ class QRetriever:
             "format_version": FORMAT_VERSION, "encoder": self.encoder, "dim": self.dim,
             "settings": asdict(self.settings), "network": self.network.state_dict(),
             "target": self.target.state_dict() if self.target is not None else None,
-            "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+            "optimizer": self.optimizer.state_dict(), "updates": self.updates, "episode_count": self.episode_count,
             "buffer": {"size": self.buffer.size, "cursor": self.buffer.cursor, "next_width": self.buffer.next_width,
                        "arrays": {k: torch.from_numpy(v[:self.buffer.size].copy()) for k, v in self.buffer.arrays.items()}},
             "last_episode": list(self.last_episode), "episodes": list(self.episodes), "rng": self.rng.bit_generator.state,
@@ -343,22 +414,28 @@ class QRetriever:
             raise RetrieverError(f"retriever checkpoint {path} cannot be read ({type(exc).__name__}): "
                                  "delete it or train again") from exc
         version = state.get("format_version") if isinstance(state, dict) else None
-        if version != FORMAT_VERSION:
-            raise RetrieverError(f"retriever checkpoint {path} has format {version!r}, "
-                                 f"this version reads {FORMAT_VERSION}: train it again")
+        if version not in (2, FORMAT_VERSION):
+            raise RetrieverError(f"retriever checkpoint {path} has format {version!r}, this version reads "
+                                 f"{FORMAT_VERSION} (and 2): use the memento version that wrote it, or train a new "
+                                 "one with another retriever_path")
         if state["encoder"] != encoder:
             raise RetrieverError(f"retriever checkpoint {path} was trained on encoder {state['encoder']!r}, "
                                  f"not the configured {encoder!r}: set the encoder back or train again")
+        upgrading = version == 2  # no lexical term and no episodes yet: both start empty
         retriever = cls(state["dim"], encoder, device, RetrieverSettings(**state["settings"]))
-        retriever.network.load_state_dict(state["network"])
+        retriever.network.load_state_dict(state["network"], strict=not upgrading)
         if retriever.target is not None and state["target"] is not None:
-            retriever.target.load_state_dict(state["target"])
-        retriever.optimizer.load_state_dict(state["optimizer"])
+            retriever.target.load_state_dict(state["target"], strict=not upgrading)
+        if not upgrading:  # format 2 had one parameter group; its moments are not worth a mismatch
+            retriever.optimizer.load_state_dict(state["optimizer"])
         retriever.updates = state["updates"]
+        retriever.episode_count = state.get("episode_count", state["buffer"]["size"])
         saved = state["buffer"]
         for key, values in saved["arrays"].items():
             retriever.buffer.arrays[key][:len(values)] = values.numpy()
         retriever.buffer.size, retriever.buffer.cursor = saved["size"], saved["cursor"]
+        if upgrading:  # each old transition its own run
+            retriever.buffer.arrays["episode"][:saved["size"]] = np.arange(saved["size"])
         retriever.last_episode = state["last_episode"]
         retriever.episodes = state["episodes"]
         retriever.rng.bit_generator.state = state["rng"]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from memento.memory.encoder import TextEncoder
 from memento.memory.interchange import CaseFileError, iter_jsonl, parse_original_plan
+from memento.memory.lexical import mismatch_ids
 from memento.memory.q_retriever import QRetriever
 
 PAIR_KEYS = ("query", "case", "plan", "truth_label")
@@ -30,10 +31,12 @@ class PairFeatures:
     case_task: np.ndarray
     case_plan: np.ndarray
     label: np.ndarray
+    mismatch: np.ndarray | None = None  # (n, lexical.WIDTH) hashed differing words; None: no lexical term
 
     def subset(self, mask: np.ndarray) -> "PairFeatures":
         return PairFeatures([q for q, keep in zip(self.queries, mask) if keep], self.task[mask],
-                            self.case_task[mask], self.case_plan[mask], self.label[mask])
+                            self.case_task[mask], self.case_plan[mask], self.label[mask],
+                            None if self.mismatch is None else self.mismatch[mask])
 
     def __len__(self) -> int:
         return len(self.label)
@@ -72,8 +75,9 @@ def featurize(rows: list[dict], encoder: TextEncoder) -> PairFeatures:
     vectors = encoder.encode(texts)
     index = {t: i for i, t in enumerate(texts)}
     pick = lambda items: vectors[[index[t] for t in items]]  # noqa: E731
+    mismatch = np.stack([mismatch_ids(r["query"], r["case"]) for r in rows])
     return PairFeatures([r["query"] for r in rows], pick([r["query"] for r in rows]), pick([r["case"] for r in rows]),
-                        pick(plans), np.asarray([float(r["truth_label"]) for r in rows], np.float32))
+                        pick(plans), np.asarray([float(r["truth_label"]) for r in rows], np.float32), mismatch)
 
 
 def split_by_query(features: PairFeatures, val_fraction: float, seed: int = 0) -> tuple[PairFeatures, PairFeatures]:
@@ -87,9 +91,11 @@ def split_by_query(features: PairFeatures, val_fraction: float, seed: int = 0) -
 def evaluate(retriever: QRetriever, features: PairFeatures, threshold: float = 0.5) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+    mismatch = features.mismatch if retriever.settings.lexical else None
     scores = np.concatenate([
         retriever.q_values_pairs(features.task[i:i + 4096], features.case_task[i:i + 4096],
-                                 features.case_plan[i:i + 4096]) for i in range(0, len(features), 4096)])
+                                 features.case_plan[i:i + 4096], None if mismatch is None else mismatch[i:i + 4096])
+        for i in range(0, len(features), 4096)])
     labels = features.label.astype(int)
     predicted = (scores >= threshold).astype(int)
     auc = float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")
@@ -99,30 +105,43 @@ def evaluate(retriever: QRetriever, features: PairFeatures, threshold: float = 0
 
 def train_offline(retriever: QRetriever, features: PairFeatures, *, val_fraction: float = 0.2, epochs: int = 40,
                   patience: int = 5, batch_size: int = 64, progress: bool = True) -> TrainReport:
-    """Minibatch BCE on (task, case) -> reward, early-stopped on held-out ROC-AUC; keeps the best weights."""
+    """Minibatch training on (task, case) -> reward, early-stopped on held-out ROC-AUC; keeps the
+    best weights. The loss is the online one: BCE, plus the ranking term between cases of one
+    query in the batch. With this many labels the similarity prior's kappa and midpoint are
+    learned too (online they stay fixed)."""
     start = time.perf_counter()
     train, val = split_by_query(features, val_fraction, retriever.settings.seed)
     if len(train) == 0 or len(set(val.label.tolist())) < 2:
         raise CaseFileError("too few pairs to hold out a validation split with both labels: give more data")
     device = retriever.device
+    query_ids = {q: i for i, q in enumerate(dict.fromkeys(train.queries))}
+    mismatch = train.mismatch if train.mismatch is not None and retriever.settings.lexical else None
     tensors = [torch.as_tensor(a, device=device) for a in (train.task, train.case_task, train.case_plan, train.label)]
+    mismatch_t = None if mismatch is None else torch.as_tensor(mismatch.astype(np.int64), device=device)
+    episode_t = torch.as_tensor([query_ids[q] for q in train.queries], device=device)
     ones = torch.ones(batch_size, device=device)
     rng = np.random.default_rng(retriever.settings.seed)
+    prior_group = retriever.optimizer.param_groups[1]  # (the network, the prior, the word weights)
+    online_prior_lr, prior_group["lr"] = prior_group["lr"], retriever.settings.lr
     best_auc, best_epoch, best_state, epoch = -1.0, 0, None, 0
     bar = tqdm(range(1, epochs + 1), desc="training Q-retriever", unit="epoch", disable=not progress)
-    for epoch in bar:
-        order = torch.as_tensor(rng.permutation(len(train)), device=device)
-        for start_at in range(0, len(train), batch_size):
-            idx = order[start_at:start_at + batch_size]
-            task, case_task, case_plan, label = (t[idx] for t in tensors)
-            retriever.train_step(task, case_task, case_plan, label, ones[:len(idx)])
-        auc = evaluate(retriever, val)["roc_auc"]
-        bar.set_postfix(val_roc_auc=f"{auc:.4f}", best=f"{max(auc, best_auc):.4f}")
-        if auc > best_auc:
-            best_auc, best_epoch = auc, epoch
-            best_state = {k: v.detach().clone() for k, v in retriever.network.state_dict().items()}
-        elif epoch - best_epoch >= patience:
-            break
+    try:
+        for epoch in bar:
+            order = torch.as_tensor(rng.permutation(len(train)), device=device)
+            for start_at in range(0, len(train), batch_size):
+                idx = order[start_at:start_at + batch_size]
+                task, case_task, case_plan, label = (t[idx] for t in tensors)
+                retriever.train_step(task, case_task, case_plan, label, ones[:len(idx)],
+                                     None if mismatch_t is None else mismatch_t[idx], episode_t[idx])
+            auc = evaluate(retriever, val)["roc_auc"]
+            bar.set_postfix(val_roc_auc=f"{auc:.4f}", best=f"{max(auc, best_auc):.4f}")
+            if auc > best_auc:
+                best_auc, best_epoch = auc, epoch
+                best_state = {k: v.detach().clone() for k, v in retriever.network.state_dict().items()}
+            elif epoch - best_epoch >= patience:
+                break
+    finally:
+        prior_group["lr"] = online_prior_lr
     if best_state is not None:
         retriever.network.load_state_dict(best_state)
         if retriever.target is not None:

@@ -1,0 +1,48 @@
+"""Generic lexical features of a (task, case) pair, for the Q-retriever.
+
+Two texts that differ in one word can sit at cosine 0.97 in embedding space, and whether that
+word matters (a different customer segment) or not (a different month) is exactly what a
+similarity ranking cannot know and a learner can. The feature is the symmetric difference of the
+two texts' word sets, each word hashed into one of `BUCKETS` buckets: the network learns a weight
+per bucket, so a mismatch on a word that has been seen to mislead lowers a case's value, and a
+mismatch on a word that has not costs nothing. Nothing here knows any vocabulary: words are
+lower-cased `\\w+` runs, hashed with a fixed hash (the same ids in every process and version).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+
+BUCKETS = 1 << 14
+WIDTH = 64  # words of the symmetric difference kept per pair (the smallest hashes, when more)
+PAD = BUCKETS  # the index of the all-zero padding row
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> frozenset[str]:
+    return frozenset(w.casefold() for w in _WORD.findall(text))
+
+
+def _bucket(word: str) -> int:
+    return zlib.crc32(word.encode("utf-8")) % BUCKETS
+
+
+def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str]) -> np.ndarray:
+    """The hashed words in one text and not the other, as WIDTH int32 ids padded with PAD."""
+    a = words(task) if isinstance(task, str) else task
+    b = words(case) if isinstance(case, str) else case
+    ids = sorted({_bucket(w) for w in a ^ b})[:WIDTH]
+    out = np.full(WIDTH, PAD, np.int32)
+    out[:len(ids)] = ids
+    return out
+
+
+def mismatch_matrix(task: str, cases: list[str]) -> np.ndarray:
+    """`mismatch_ids` of one task against each case: shape (len(cases), WIDTH)."""
+    if not cases:
+        return np.full((0, WIDTH), PAD, np.int32)
+    mine = words(task)
+    return np.stack([mismatch_ids(mine, case) for case in cases])
