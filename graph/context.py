@@ -19,6 +19,8 @@ import platformdirs
 from memento.graph.approval import ApprovalPolicy, PolicyError, parse_policy, policy_dict
 from memento.graph.errors import InputError
 
+RETRIEVAL_MODES = ("similarity", "parametric", "utility", "none")
+
 
 class ConfigError(InputError, ValueError):
     """A setting is missing or wrong; the message names the setting and what to do."""
@@ -104,23 +106,35 @@ class Context:
         "description": "Device for the encoder: cpu, cuda, cuda:N, mps or auto (a GPU when there is one)."})
     retrieval_mode: str = field(default="similarity", metadata={
         "description": "How past cases are chosen: similarity (nearest tasks), parametric (nearest "
-                       "candidates re-ranked by the learned Q-retriever) or none."})
+                       "candidates re-ranked by the learned Q-retriever), utility (nearest candidates re-ranked "
+                       "by similarity and each case's learned utility, MemRL's rule) or none."})
     top_k: int = field(default=4, metadata={
         "description": "How many past cases the planner sees (4 is the paper's best)."})
     candidates: int = field(default=64, metadata={
-        "description": "Nearest-neighbour candidates the Q-retriever re-ranks in parametric mode."})
+        "description": "Nearest-neighbour candidates fetched per query, from which the shown cases are chosen "
+                       "(re-ranked by Q in parametric mode)."})
+    distinct_source_tasks: bool = field(default=True, metadata={
+        "description": "Show at most one case per source task (for a task attempted several times: its latest "
+                       "success, else its latest attempt), so replays of one task cannot fill the K slots."})
+    utility_candidates: int = field(default=10, metadata={
+        "description": "Utility mode: how many of the nearest candidates are re-ranked by 0.5 z(similarity) + "
+                       "0.5 z(utility)."})
+    utility_rate: float = field(default=0.3, metadata={
+        "description": "Step size of each case's utility, an exponential moving average of the rewards it is "
+                       "credited with (MemRL's alpha); utilities start at 0.5."})
     torch_threads: int = field(default=1, metadata={
         "description": "Threads torch may use for a run's work (one query encoding, a small Q update): more "
                        "only fight other processes on a busy machine. 0 leaves torch's default (every core)."})
     retrieval_temperature: float = field(default=0.3, metadata={
         "description": "Exploration in parametric retrieval: the shown cases are drawn from softmax(logit(Q) / T) "
-                       "without replacement; 0 always shows the K highest Q."})
+                       "without replacement among the 2K highest Q; 0 always shows the K highest Q."})
     retriever_device: str = field(default="auto", metadata={
         "description": "Device for the Q-retriever: cpu, cuda, cuda:N, mps or auto (a GPU when there is one)."})
     retriever_path: str = field(default="", metadata={
         "description": "Q-retriever checkpoint (weights, optimiser, replay buffer); empty means data_dir/retriever.pt."})
     online_learning: bool = field(default=True, metadata={
-        "description": "After each run, store its (task, case, reward) transitions and train the Q-retriever."})
+        "description": "After each run, store its (task, case, reward) transitions and train the Q-retriever, "
+                       "and move the credited cases' utilities."})
     retriever_steps: int = field(default=8, metadata={
         "description": "Gradient steps the Q-retriever takes after each run."})
     write_cases: bool = field(default=True, metadata={
@@ -155,15 +169,18 @@ class Context:
 
     def __post_init__(self) -> None:
         for name, low in (("max_cycles", 1), ("max_subtasks", 1), ("max_tool_calls", 1), ("top_k", 0),
-                          ("candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
+                          ("candidates", 1), ("utility_candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
                           ("max_result_chars", 200), ("torch_threads", 0),
                           ("max_task_chars", 1), ("planner_max_tokens", 0), ("executor_max_tokens", 0),
                           ("judge_max_tokens", 0), ("model_retries", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.retrieval_temperature, (int, float)) or self.retrieval_temperature < 0:
+        if not isinstance(self.retrieval_temperature, (int, float)) or not 0 <= self.retrieval_temperature < 1e6:
             raise ConfigError(f"setting retrieval_temperature must be a number >= 0, got {self.retrieval_temperature!r}")
+        if isinstance(self.utility_rate, bool) or not isinstance(self.utility_rate, (int, float)) \
+                or not 0 < self.utility_rate <= 1:
+            raise ConfigError(f"setting utility_rate must be a number in (0, 1], got {self.utility_rate!r}")
         methods = ("auto", "function_calling", "tool_required", "json_schema", "json_mode", "text")
         for name in ("structured_output_method", "planner_output_method", "judge_output_method"):
             value = getattr(self, name)
@@ -172,8 +189,8 @@ class Context:
         if self.executor_tool_protocol not in ("auto", "native", "text"):
             raise ConfigError(f"setting executor_tool_protocol must be auto, native or text, "
                               f"got {self.executor_tool_protocol!r}")
-        if self.retrieval_mode not in {"similarity", "parametric", "none"}:
-            raise ConfigError(f"setting retrieval_mode must be similarity, parametric or none, "
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            raise ConfigError(f"setting retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, "
                               f"got {self.retrieval_mode!r}")
         try:
             self._policy = parse_policy(self.approval)

@@ -71,8 +71,10 @@ class Case(BaseModel):
 
 
 class RetrievedCase(Case):
-    """A case as retrieval returns it, with its similarity to the query task and, under
-    parametric retrieval, Q: the predicted reward of planning with it."""
+    """A case as retrieval returns it, with its similarity to the query task, under parametric
+    retrieval Q (the predicted reward of planning with it), and its utility when it has one."""
 
     similarity: float
     q: float | None = None
+    utility: float | None = Field(default=None, description="The case's learned utility (utility mode); "
+                                                             "None until a run credits it.")

@@ -22,7 +22,9 @@ from chromadb.config import Settings
 from memento.graph.errors import RunError
 from memento.memory.case import Case, RetrievedCase, utc_now
 from memento.memory.encoder import TextEncoder
+from memento.memory.retrieval import moved_utility
 
+UTILITY_KEY = "utility"
 DEFAULT_COLLECTION = "memento_cases"
 WRITE_BATCH = 256
 _clients: dict[str, chromadb.api.ClientAPI] = {}
@@ -40,6 +42,11 @@ class Candidates:
     cases: list[RetrievedCase]
     task_embeddings: np.ndarray  # (n, dim)
     plan_embeddings: np.ndarray  # (n, dim)
+
+
+def _utility(metadata: dict | None) -> float | None:
+    value = (metadata or {}).get(UTILITY_KEY)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _client(location: str) -> chromadb.api.ClientAPI:
@@ -147,7 +154,8 @@ class CaseBank:
                                  n_results=min(n, total),
                                  include=["documents", "metadatas", "distances", "embeddings"])
         ids = hits["ids"][0]
-        cases = [RetrievedCase(**Case.from_record(i, d, m).model_dump(), similarity=round(1.0 - float(dist), 4))
+        cases = [RetrievedCase(**Case.from_record(i, d, m).model_dump(), similarity=round(1.0 - float(dist), 4),
+                               utility=_utility(m))
                  for i, d, m, dist in zip(ids, hits["documents"][0], hits["metadatas"][0], hits["distances"][0])]
         return Candidates(cases, np.asarray(hits["embeddings"][0], dtype=np.float32), self._plan_embeddings(cases))
 
@@ -181,6 +189,36 @@ class CaseBank:
         if k <= 0 or self.count() == 0:
             return []  # an empty bank: not even the query is encoded
         return self.candidates(self.encoder.encode([task])[0], k).cases
+
+    def copy_to(self, location: str | Path) -> "CaseBank":
+        """Every case, its stored vectors and its metadata (utility included) copied into a new bank
+        at `location`, without encoding anything; the copy is returned and this bank is untouched."""
+        cases = self._cases.get(include=["documents", "metadatas", "embeddings"])
+        plans = self._plans.get(include=["embeddings"])
+        copy = CaseBank(location, self.encoder, collection=self._cases.name)
+        if copy.count():
+            raise CaseBankError(f"cannot copy the case bank into {location}: it already holds cases")
+        for start in range(0, len(plans["ids"]), WRITE_BATCH):
+            end = start + WRITE_BATCH
+            copy._plans.upsert(ids=plans["ids"][start:end], embeddings=plans["embeddings"][start:end])
+        for start in range(0, len(cases["ids"]), WRITE_BATCH):
+            end = start + WRITE_BATCH
+            copy._cases.upsert(ids=cases["ids"][start:end], embeddings=cases["embeddings"][start:end],
+                               documents=cases["documents"][start:end], metadatas=cases["metadatas"][start:end])
+        return copy
+
+    def update_utilities(self, rewards: dict[str, float], rate: float) -> dict[str, float]:
+        """Move each given case's utility one step toward the reward it was credited with
+        (`U <- (1 - rate) U + rate r`, from 0.5); cases no longer in the bank are skipped. The
+        utility lives in the case's metadata, so a copy of the bank carries it and a rewrite of
+        the case keeps it. Returns the new values."""
+        if not rewards:
+            return {}
+        got = self._cases.get(ids=list(rewards), include=["metadatas"])
+        moved = {i: moved_utility(_utility(m), rewards[i], rate) for i, m in zip(got["ids"], got["metadatas"])}
+        if moved:
+            self._cases.update(ids=list(moved), metadatas=[{UTILITY_KEY: v} for v in moved.values()])
+        return moved
 
     def get(self, case_id: str) -> Case | None:
         got = self._cases.get(ids=[case_id], include=["documents", "metadatas"])

@@ -14,7 +14,9 @@ from memento.graph.approval import policy_dict
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.memory.case import RetrievedCase
+from memento.memory.lexical import mismatch_matrix
 from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
+from memento.memory.retrieval import INITIAL_UTILITY, distinct_sources, utility_order
 
 
 def unreadable_file(files: list[str]) -> str | None:
@@ -58,18 +60,31 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def select_cases(ctx: Context, task: str) -> list[RetrievedCase]:
-    """Two stages: Chroma's nearest candidates, then (parametric mode) re-ranked by Q.
+    """Two stages: Chroma's nearest candidates (one per source task, unless
+    `distinct_source_tasks` is off), then the K to show, by mode: the nearest (similarity), the
+    best of the nearest `utility_candidates` by similarity and utility (utility), or the highest
+    Q, drawn by the exploring policy (parametric).
 
     Per-query work is one encoder pass for the task, the nearest-neighbour search, and one
-    batched MLP pass over at most `candidates` stored embeddings: nothing grows with the bank."""
+    batched network pass over at most `candidates` stored embeddings: nothing grows with the bank."""
     bank = case_bank_for(ctx)
     query = bank.encoder.encode([task])[0]
-    parametric = ctx.retrieval_mode == "parametric"
-    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if parametric else ctx.top_k)
-    if not parametric:
-        return found.cases[:ctx.top_k]
+    mode = ctx.retrieval_mode
+    wide = mode != "similarity" or ctx.distinct_source_tasks
+    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k)
+    keep = distinct_sources(found.cases) if ctx.distinct_source_tasks else list(range(len(found.cases)))
+    cases = [found.cases[i] for i in keep]
+    if mode == "similarity":
+        return cases[:ctx.top_k]
+    if mode == "utility":
+        pool = cases[:ctx.utility_candidates]
+        utilities = np.asarray([INITIAL_UTILITY if c.utility is None else c.utility for c in pool])
+        order = utility_order(np.asarray([c.similarity for c in pool]), utilities)
+        return [pool[i] for i in order[:ctx.top_k]]
     retriever = retriever_for(ctx)
-    q = retriever.q_values(query, found.task_embeddings, found.plan_embeddings)
+    mismatch = mismatch_matrix(task, [c.task for c in cases]) if retriever.settings.lexical else None
+    q = retriever.q_values(query, found.task_embeddings[keep], found.plan_embeddings[keep], mismatch)
     # An untrained network has nothing to add: until its first update, keep the similarity order.
-    order = retriever.choose(q, ctx.top_k, ctx.retrieval_temperature, task) if retriever.trained else np.arange(len(q))
-    return [found.cases[i].model_copy(update={"q": round(float(q[i]), 4)}) for i in order[:ctx.top_k]]
+    order = (retriever.choose(q, ctx.top_k, ctx.retrieval_temperature, task, pool=2 * ctx.top_k)
+             if retriever.trained else np.arange(len(q)))
+    return [cases[i].model_copy(update={"q": round(float(q[i]), 4)}) for i in order[:ctx.top_k]]

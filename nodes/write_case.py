@@ -18,6 +18,7 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
+from memento.memory.lexical import mismatch_matrix
 from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
@@ -158,9 +159,11 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
 
 def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
                    cited: list[str] | None = None, abandoned: list[str] | None = None) -> dict[str, Any] | None:
-    """Online soft-Q update: this run's (task, case, reward) transitions (see `credit`) go into
-    the replay buffer, the network takes `retriever_steps` gradient steps, and the state is saved.
-    Without citations, each shown case is weighted by its retrieval probability."""
+    """What the run teaches, from the credit (see `credit`), in both learners whatever the
+    retrieval mode: the credited cases' utilities move toward their rewards, and the (task, case,
+    reward) transitions go into the Q-retriever's replay buffer, followed by `retriever_steps`
+    gradient steps and a save. Without citations, each shown case is weighted by its retrieval
+    probability."""
     _, task_vectors, _ = bank.embeddings([case.id])  # stored by the write above: no re-encoding
     credited, rewards, by_citation = credit(cases_used, case.reward, cited or [], abandoned or [])
     ids, case_tasks, case_plans = bank.embeddings(credited)
@@ -172,11 +175,14 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     shown_state = None
     if retriever.settings.discount > 0 and by_citation:  # the next state is every case shown, not only the credited
         shown_state = bank.embeddings([c["id"] for c in cases_used])[1:]
+    mismatch = mismatch_matrix(case.task, [shown[i]["task"] for i in ids])
     with retriever.lock:
         stored = retriever.observe(task_vectors[0], case_tasks, case_plans, np.asarray([reward_of[i] for i in ids]),
-                                   weights, episode=case.id, shown=shown_state)
+                                   weights, episode=case.id, shown=shown_state, mismatch=mismatch)
         if not stored:
-            return None
+            return None  # this run was learned from before (a resumed or replayed run)
+        utilities = bank.update_utilities({i: reward_of[i] for i in ids}, ctx.utility_rate)
         loss = retriever.update(ctx.retriever_steps)
         retriever.save(ctx.retriever_checkpoint())
-    return {"transitions": stored, "loss": None if loss is None else round(loss, 4), "updates": retriever.updates}
+    return {"transitions": stored, "loss": None if loss is None else round(loss, 4), "updates": retriever.updates,
+            "utilities": len(utilities)}
