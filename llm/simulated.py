@@ -14,9 +14,15 @@ aggregate gives that column +1/n if it is the n-th successful case shown, -1/n i
 failed one. With a column voted for, it adapts that case's plan to the attached file; otherwise
 it reads the file first, then picks among the numeric columns it has not tried, leaving out
 those the failed cases voted against, by a fixed pseudo-random choice seeded by the task text
-(a temperature-0 model's idiosyncratic preference). It never sees which choice is right.
+(a temperature-0 model's idiosyncratic preference). It never sees which choice is right. A
+decision cites (`cases_used`) the cases it relies on: the successes whose column it follows, or
+the failures whose columns it leaves out of a guess; a case its decision overrules is not cited.
 
-Personas (the part after `simulated:`) inject faults for testing a deployment:
+The persona `primacy` reads cases another way, as LLMs often do: it follows the first successful
+case shown whose column fits, and otherwise guesses while avoiding every column a failed case
+used. Its decisions are otherwise the same.
+
+The other personas (the part after `simulated:`) inject faults for testing a deployment:
 `malformed-once` (the planner's first reply to each request is invalid), `malformed-always`,
 `indecisive` (the planner never finishes until it is made to) and `tool-loop` (the executor
 never stops calling tools).
@@ -36,7 +42,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from memento.llm import table_skills as tables
 
 LABEL = "[simulated]"
-PERSONAS = {"default", "malformed-once", "malformed-always", "indecisive", "tool-loop"}
+PERSONAS = {"default", "primacy", "malformed-once", "malformed-always", "indecisive", "tool-loop"}
 
 CALC_STEP = "Evaluate {expr} with the calculator."
 READ_STEP = "Read the attached file {path} and report its contents."
@@ -223,36 +229,52 @@ class SimulatedChatModel(BaseChatModel):
             return answer(computed[-1], "the aggregate is computed")
         if forced_final:
             return answer("I don't know.", "cycles used up without a computed aggregate")
-        votes: dict[str, float] = {}
-        voters: dict[str, list[int]] = {}  # column -> the shown numbers of the cases that voted on it
-        for sign, title in ((1.0, "Successful past cases"), (-1.0, "Failed past cases")):
-            for rank, (number, steps) in enumerate(_case_plans(_section(found, title)), 1):
-                if column := tables.plan_column(steps):
-                    votes[column] = votes.get(column, 0.0) + sign / rank
-                    voters.setdefault(column, []).append(number)
+        # Each shown case whose plan takes a column and aggregates it: (shown number, its column, its
+        # rank among the cases of its section).
+        successes = [(n, c, rank) for rank, (n, steps) in enumerate(_case_plans(_section(found, "Successful past cases")), 1)
+                     if (c := tables.plan_column(steps))]
+        failures = [(n, c, rank) for rank, (n, steps) in enumerate(_case_plans(_section(found, "Failed past cases")), 1)
+                    if (c := tables.plan_column(steps))]
         table = next((t for t in (tables.parse_table(r) for _, _, r in reversed(results)) if t), None)
         columns = tables.numeric_columns(table) if table else None
         tried = {c for c in (tables.step_column(subtask) for _, subtask, _ in results) if c}
-        backed = [c for c in votes if votes[c] > 0 and c not in tried and (columns is None or c in columns)]
-        backed.sort(key=lambda c: -votes[c])  # stable: ties keep the order the cases were shown in
+
+        def usable(column: str) -> bool:
+            return column not in tried and (columns is None or column in columns)
+
+        if self.persona == "primacy":
+            # The first successful case that fits is followed; the failures are all avoided.
+            follow = next(((n, c) for n, c, _ in successes if usable(c)), None)
+            backed, followed = ([follow[1]], {follow[1]: [follow[0]]}) if follow else ([], {})
+            ruled_out = {c for _, c, _ in failures}
+        else:
+            # The rank-weighted vote: +1/rank for a success, -1/rank for a failure.
+            votes: dict[str, float] = {}
+            for sign, shown in ((1.0, successes), (-1.0, failures)):
+                for _, column, rank in shown:
+                    votes[column] = votes.get(column, 0.0) + sign / rank
+            backed = sorted((c for c in votes if votes[c] > 0 and usable(c)), key=lambda c: -votes[c])  # stable
+            followed = {c: [n for n, col, _ in successes if col == c] for c in backed}
+            ruled_out = {c for c in votes if votes[c] < 0}
+        # A decision cites the cases it relies on: the successes it follows, or the failures it avoids.
         if not results:
             if backed:
                 return plan(tables.procedure(path, backed[0], operation), f"adapting a past case that used '{backed[0]}'",
-                            voters[backed[0]])
+                            followed[backed[0]])
             return plan([tables.READ_STEP.format(path=path)], "reading the table before choosing a column")
         if columns is None:
             return answer("I don't know.", "no table could be read")
         if backed:
-            chosen, why, cited = backed[0], f"a past case used '{backed[0]}'", voters[backed[0]]
+            chosen, why, cited = backed[0], f"a past case used '{backed[0]}'", followed[backed[0]]
         else:
             untried = [c for c in columns if c not in tried]
             if not untried:
                 return answer("I don't know.", "every numeric column was tried")
-            pool = [c for c in untried if votes.get(c, 0.0) >= 0] or untried
+            pool = [c for c in untried if c not in ruled_out] or untried
             seed = hashlib.sha256("\n".join([task, *pool]).encode("utf-8")).digest()
             chosen, why = pool[int.from_bytes(seed[:8], "big") % len(pool)], f"guessing among {len(pool)} columns"
             # The failed cases that ruled columns out shaped the guess.
-            cited = [n for c in untried if c not in pool for n in voters.get(c, [])]
+            cited = [n for n, c, _ in failures if c in untried and c not in pool]
         return plan([tables.COLUMN_STEP.format(column=chosen), tables.AGGREGATE_STEP.format(operation=operation)], why,
                     cited)
 

@@ -62,11 +62,11 @@ def case(n, column, reward):
             "plan": [tables.COLUMN_STEP.format(column=column), tables.AGGREGATE_STEP.format(operation="sum")]}
 
 
-def decide(cases, results=None):
+def decide(cases, results=None, persona="default"):
     state = {"task": "What is the total cost in the attached purchase log?", "run_files": ["/data/t.csv"],
              "cases_used": cases, "results": results or []}
     messages = planner_messages(state, Context(), prompts.PLAN_INSTRUCTION.format(max_cycles=3))
-    reply = SimulatedChatModel().with_structured_output(PlannerDecision, include_raw=True).invoke(messages)
+    reply = SimulatedChatModel(persona=persona).with_structured_output(PlannerDecision, include_raw=True).invoke(messages)
     return reply["parsed"]
 
 
@@ -84,6 +84,36 @@ def test_it_follows_the_rank_weighted_vote_and_cites_the_voters():
     decision = decide([case(1, "net_cost", 1.0), case(2, "list_cost", 1.0), case(3, "list_cost", 1.0),
                        case(4, "net_cost", 0.0)])
     assert tables.plan_column(decision.subtasks) == "list_cost" and decision.cases_used == [2, 3]
+
+
+def test_a_case_the_decision_overrules_is_not_cited():
+    # net: 1 + 1/2 (successes) - 1 (the first failure) = 1/2 > 0: followed, and the failure overruled.
+    decision = decide([case(1, "net_cost", 1.0), case(2, "net_cost", 1.0), case(3, "net_cost", 0.0)])
+    assert tables.plan_column(decision.subtasks) == "net_cost" and decision.cases_used == [1, 2]
+
+
+def test_the_primacy_reader_follows_the_first_success_that_fits():
+    cases = [case(1, "net_cost", 1.0), case(2, "list_cost", 1.0), case(3, "list_cost", 1.0)]
+    assert tables.plan_column(decide(cases).subtasks) == "net_cost"
+    decision = decide(cases, persona="primacy")
+    assert tables.plan_column(decision.subtasks) == "net_cost" and decision.cases_used == [1]
+    # Where the vote lets a failure outweigh the first success, primacy still follows the first success ...
+    cases.append(case(4, "net_cost", 0.0))
+    assert tables.plan_column(decide(cases).subtasks) == "list_cost"
+    decision = decide(cases, persona="primacy")
+    assert tables.plan_column(decision.subtasks) == "net_cost" and decision.cases_used == [1]
+    # ... and a success whose column the file lacks does not fit: the next one is followed.
+    read = [{"cycle": 1, "index": 1, "subtask": tables.READ_STEP.format(path="/data/t.csv"),
+             "result": "| id | list_cost | landed_cost |\n| --- | --- | --- |\n| a | 2 | 3 |"}]
+    decision = decide(cases, read, persona="primacy")
+    assert tables.plan_column(decision.subtasks) == "list_cost" and decision.cases_used == [2]
+
+
+def test_the_primacy_reader_avoids_every_failed_column_when_no_success_fits():
+    read = [{"cycle": 1, "index": 1, "subtask": tables.READ_STEP.format(path="/data/t.csv"),
+             "result": "| id | net_cost | list_cost | landed_cost |\n| --- | --- | --- | --- |\n| a | 1 | 2 | 3 |"}]
+    decision = decide([case(1, "net_cost", 0.0), case(2, "list_cost", 0.0)], read, persona="primacy")
+    assert tables.plan_column(decision.subtasks) == "landed_cost" and sorted(decision.cases_used) == [1, 2]
 
 
 def test_after_reading_it_guesses_among_untried_columns_and_avoids_failed_ones():
