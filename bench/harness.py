@@ -1,14 +1,20 @@
 """`memento bench run`: every task through the real graph, once per iteration, in each arm.
 
-An arm is a retrieval mode (`none`, `similarity`, `parametric`) at one K (cases shown to the
-planner). Each arm has a data folder of its own (case bank, Q-retriever, checkpoints), empty at
-the start and growing across iterations: the paper's continual-learning protocol. `none`
+An arm is a retrieval mode (`none`, `similarity`, `utility`, `parametric`) at one K (cases shown
+to the planner). Each arm has a data folder of its own (case bank, Q-retriever, checkpoints), empty
+at the start and growing across iterations: the paper's continual-learning protocol. `none`
 retrieves nothing but still writes its cases, so the arms differ only in retrieval.
 
+With a test file, each training iteration is followed by a test pass per arm: the arm's bank and
+retriever are copied (frozen), and every test task runs once against the copy, which writes and
+learns nothing; the original is untouched. With `cross`, after the last iteration every retrieval
+mode runs the test tasks on every arm's frozen bank, so which bank and how it is read can be told
+apart.
+
 One process, one encoder and one set of MCP tool sessions serve the whole benchmark. Each run is
-a thread of its arm's SQLite checkpointer, named by (arm, iteration, task): started again after
-a kill, the benchmark skips what `results.jsonl` already holds, finishes a run that was cut off
-from its checkpoint (the case id is fixed in its first step, so its case is written once), and
+a thread of its arm's SQLite checkpointer, named by (phase, arm, iteration, task): started again
+after a kill, the benchmark skips what `results.jsonl` already holds, finishes a run that was cut
+off from its checkpoint (the case id is fixed in its first step, so its case is written once), and
 starts the rest. Nothing is run twice.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -28,10 +35,12 @@ from memento.bench.tasks import BenchTask, file_digest
 from memento.graph.context import ConfigError, Context
 from memento.memory.scoring import exact_match, token_f1
 
-ARMS = ("none", "similarity", "parametric")
+ARMS = ("none", "similarity", "utility", "parametric")
+CROSS_MODES = ("similarity", "utility", "parametric")  # `none` reads no bank: it would be one column of equals
 RESULTS = "results.jsonl"
 SETTINGS = "bench.json"
 SUMMARY = "summary.json"
+FROZEN_MARKER = "frozen.json"
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,13 @@ class Arm:
     k: int
     key: str
 
+    def folder(self, data_dir: Path) -> Path:
+        return data_dir / self.key.replace("@", "-k")
+
     def context(self, base: Context, data_dir: Path) -> Context:
         # A benchmark runs unattended: a config's approval points are off for it.
-        return base.replace(data_dir=str(data_dir / self.key.replace("@", "-k")), write_cases=True,
-                            retrieval_mode=self.mode, top_k=self.k if self.mode != "none" else 0, approval={})
+        return base.replace(data_dir=str(self.folder(data_dir)), write_cases=True, retrieval_mode=self.mode,
+                            top_k=self.k if self.mode != "none" else 0, approval={})
 
 
 def make_arms(modes: list[str], ks: list[int]) -> list[Arm]:
@@ -64,6 +76,33 @@ def make_arms(modes: list[str], ks: list[int]) -> list[Arm]:
     return arms
 
 
+@dataclass(frozen=True)
+class Job:
+    """One run: a task, in a phase (train, test or cross), against an arm's bank, read by a mode."""
+
+    phase: str
+    arm: Arm
+    iteration: int
+    task: BenchTask
+    mode: str
+
+    @property
+    def key(self) -> tuple[str, str, int, str, str]:
+        return self.phase, self.arm.key, self.iteration, self.task.id, self.mode
+
+    @property
+    def thread_id(self) -> str:
+        if self.phase == "train":
+            return f"bench-{self.arm.key}-it{self.iteration}-{self.task.id}"
+        if self.phase == "test":
+            return f"bench-{self.arm.key}-test-it{self.iteration}-{self.task.id}"
+        return f"bench-{self.arm.key}-cross-{self.mode}-it{self.iteration}-{self.task.id}"
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str, int, str, str]:
+    return record.get("phase", "train"), record["arm"], record["iteration"], record["task_id"], record["mode"]
+
+
 @dataclass
 class BenchSettings:
     tasks: str
@@ -74,14 +113,19 @@ class BenchSettings:
     reward: str
     data_dir: str
     settings_sha256: str  # the models, retrieval and limits (everything of Context but data_dir)
+    test: str = ""
+    test_sha256: str = ""
+    cross: bool = False
 
     def same_benchmark(self, other: "BenchSettings") -> list[str]:
-        """The settings that differ from a stored benchmark's (the iterations may change)."""
-        differ = [name for name in ("tasks_sha256", "reward", "data_dir") if getattr(self, name) != getattr(other, name)]
+        """The settings that differ from a stored benchmark's (the iterations may change, and the
+        cross table may be asked for later)."""
+        differ = [name for name in ("tasks_sha256", "reward", "data_dir", "test_sha256")
+                  if getattr(self, name) != getattr(other, name)]
         differ += [name for name in ("arms", "k") if sorted(getattr(self, name)) != sorted(getattr(other, name))]
         if self.settings_sha256 != other.settings_sha256:
             differ.append("settings (--config, models)")
-        return differ
+        return [{"test_sha256": "test tasks", "tasks_sha256": "tasks"}.get(name, name) for name in differ]
 
 
 def best(answer: str, answers: list[str]) -> tuple[float, float]:
@@ -94,14 +138,22 @@ def _finished(values: dict[str, Any]) -> bool:
 
 
 class Benchmark:
-    """Runs (arm, iteration, task) triples through the graph and records one line per run."""
+    """Runs jobs (train, test and cross runs) through the graph and records one line per run."""
 
-    def __init__(self, tasks: list[BenchTask], settings: BenchSettings, base: Context, out: Path) -> None:
+    def __init__(self, tasks: list[BenchTask], settings: BenchSettings, base: Context, out: Path,
+                 test_tasks: list[BenchTask] | None = None) -> None:
         if settings.reward not in ("truth", "judge"):
             raise ConfigError(f"--reward must be truth or judge, got {settings.reward!r}")
         if settings.iterations < 1:
             raise ConfigError(f"--iterations must be at least 1, got {settings.iterations}")
+        if settings.cross and not test_tasks:
+            raise ConfigError("--cross runs the test tasks on every arm's bank: give them with --test")
+        clash = {t.question for t in test_tasks or []} & {t.question for t in tasks}
+        if clash:
+            raise ConfigError(f"{len(clash)} test task(s) repeat a training task's question word for word (e.g. "
+                              f"{sorted(clash)[0][:80]!r}): a test task must be new to the agent")
         self.tasks = tasks
+        self.test_tasks = test_tasks or []
         self.settings = settings
         self.arms = make_arms(settings.arms, settings.k)
         self.base = base
@@ -124,13 +176,16 @@ class Benchmark:
             differ = self.settings.same_benchmark(stored)
             if differ:
                 raise ConfigError(f"{self.out} holds a benchmark with other {', '.join(differ)}: resume it with the "
-                                  "same task file and options, or give another --out")
+                                  "same task files and options, or give another --out")
         else:
             for key, ctx in self.contexts.items():
                 folder = ctx.resolved_data_dir()
                 if folder.exists() and any(folder.iterdir()):
                     raise ConfigError(f"arm {key}'s folder {folder} is not empty: a benchmark starts from empty "
                                       "case banks, so give another --out or --data-dir")
+            frozen = self.data_dir / "frozen"
+            if frozen.exists() and any(frozen.iterdir()):
+                raise ConfigError(f"{frozen} holds another benchmark's frozen banks: give another --out or --data-dir")
         write_json(stored_path, asdict(self.settings))
         self.records = self._read_results()
 
@@ -161,12 +216,81 @@ class Benchmark:
             os.fsync(handle.fileno())
         self.records.append(record)
 
-    def pending(self) -> list[tuple[int, BenchTask, Arm]]:
-        done = {(r["arm"], r["iteration"], r["task_id"]) for r in self.records}
-        return [(it, task, arm) for it in range(1, self.settings.iterations + 1) for task in self.tasks
-                for arm in self.arms if (arm.key, it, task.id) not in done]
+    def jobs(self) -> list[Job]:
+        """Every run of the benchmark, in order: each iteration's training runs (tasks in file
+        order, arms interleaved), then its test pass arm by arm; after the last, the cross table."""
+        out: list[Job] = []
+        last = self.settings.iterations
+        for it in range(1, last + 1):
+            out += [Job("train", arm, it, task, arm.mode) for task in self.tasks for arm in self.arms]
+            out += [Job("test", arm, it, task, arm.mode) for arm in self.arms for task in self.test_tasks]
+        if self.settings.cross:
+            out += [Job("cross", arm, last, task, mode) for arm in self.arms for mode in CROSS_MODES
+                    for task in self.test_tasks]
+        return out
+
+    def pending(self) -> list[Job]:
+        done = {record_key(r) for r in self.records}
+        return [job for job in self.jobs() if job.key not in done]
+
+    # -- frozen copies -------------------------------------------------------------------
+    def frozen_folder(self, arm: Arm, iteration: int) -> Path:
+        return self.data_dir / "frozen" / f"{arm.folder(Path()).name}-it{iteration}"
+
+    def freeze(self, arm: Arm, iteration: int) -> Path:
+        """The arm's bank and retriever as they are now, copied once per iteration (a copy cut off
+        by a kill is made again); runs against the copy write and learn nothing."""
+        from memento.memory.resources import case_bank_for
+
+        folder = self.frozen_folder(arm, iteration)
+        marker = folder / FROZEN_MARKER
+        if marker.exists():
+            return folder
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        source = self.contexts[arm.key]
+        copy = source.replace(data_dir=str(folder))
+        bank = case_bank_for(source).copy_to(copy.case_bank_location())
+        retriever = source.retriever_checkpoint()
+        if retriever.exists():  # saved (atomically) after every update: the file is the learner's state
+            shutil.copyfile(retriever, copy.retriever_checkpoint())
+        write_json(marker, {"arm": arm.key, "iteration": iteration, "cases": bank.count(),
+                            "retriever": retriever.exists()})
+        return folder
+
+    def job_context(self, job: Job) -> Context:
+        ctx = self.contexts[job.arm.key]
+        if job.phase == "train":
+            return ctx
+        # A frozen copy, read greedily (exploration is for learning, and nothing is learned here).
+        k = ctx.top_k or max(self.settings.k)
+        return ctx.replace(data_dir=str(self.freeze(job.arm, job.iteration)), write_cases=False,
+                           online_learning=False, retrieval_temperature=0.0, retrieval_mode=job.mode,
+                           top_k=k if job.mode != "none" else 0)
+
+    def _release(self, job: Job) -> None:
+        """After the last run against a frozen copy: its retriever and tool servers are let go."""
+        from memento.mcp_servers.client import SESSIONS
+        from memento.memory.resources import forget_retriever
+
+        ctx = self.job_context(job)
+        forget_retriever(ctx)
+        SESSIONS.close_unused(str(ctx.resolved_data_dir()))
 
     # -- running -------------------------------------------------------------------------
+    def warm_up(self) -> float:
+        """Load the encoder and open every arm's tool sessions before the clock starts; seconds."""
+        from memento.mcp_servers.client import Toolbox
+        from memento.memory.resources import shared_encoder
+        from memento.nodes.execute_subtask import run_workspace
+
+        started = time.perf_counter()
+        shared_encoder(self.base.encoder, self.base.encoder_device).encode(["memento bench warm-up"])
+        for ctx in self.contexts.values():
+            Toolbox(ctx.mcp_servers, workspace=str(run_workspace(ctx, "warm-up"))).open().close()
+        return time.perf_counter() - started
+
     def run(self, progress_out: TextIO | None = sys.stderr,
             on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         from langgraph.checkpoint.sqlite import SqliteSaver
@@ -175,8 +299,10 @@ class Benchmark:
         from memento.graph.builder import build_graph
 
         todo = self.pending()
-        total = len(self.arms) * self.settings.iterations * len(self.tasks)
+        total = len(self.jobs())
         started = time.perf_counter()
+        warmup = self.warm_up() if todo else 0.0
+        steady_from = time.perf_counter()
         executed = 0
         with ExitStack() as stack:
             graphs = {}
@@ -187,34 +313,43 @@ class Benchmark:
                 graphs[arm.key] = build_graph(saver)
             bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run", file=progress_out,
                                            disable=progress_out is None, dynamic_ncols=True, desc="bench"))
-            for iteration, task, arm in todo:
-                record = self.run_one(graphs[arm.key], arm, iteration, task)
+            for n, job in enumerate(todo):
+                record = self.run_one(graphs[job.arm.key], job)
                 self._append(record)
                 executed += 1
                 if on_record:
                     on_record(record)
-                bar.set_postfix_str(self._running_accuracy(iteration), refresh=False)
+                following = todo[n + 1] if n + 1 < len(todo) else None
+                if job.phase != "train" and (following is None or (following.arm, following.iteration,
+                                                                    following.phase) != (job.arm, job.iteration,
+                                                                                          job.phase)):
+                    self._release(job)
+                bar.set_postfix_str(self._running_accuracy(job), refresh=False)
                 bar.update(1)
         wall = time.perf_counter() - started
-        return {"executed": executed, "wall_s": round(wall, 2),
-                "tasks_per_minute": round(60 * executed / wall, 1) if executed and wall > 0 else None}
+        steady = time.perf_counter() - steady_from
+        return {"executed": executed, "wall_s": round(wall, 2), "warmup_s": round(warmup, 2),
+                "steady_s": round(steady, 2),
+                "tasks_per_minute": round(60 * executed / steady, 1) if executed and steady > 0 else None,
+                "tasks_per_minute_with_warmup": round(60 * executed / wall, 1) if executed and wall > 0 else None}
 
-    def _running_accuracy(self, iteration: int) -> str:
+    def _running_accuracy(self, job: Job) -> str:
         parts = []
         for arm in self.arms:
-            got = [r["exact_match"] for r in self.records if r["arm"] == arm.key and r["iteration"] == iteration]
+            got = [r["exact_match"] for r in self.records if r["arm"] == arm.key and r["iteration"] == job.iteration
+                   and r.get("phase", "train") == job.phase and (job.phase != "cross" or r["mode"] == job.mode)]
             if got:
                 parts.append(f"{arm.key} {sum(got) / len(got):.2f}")
-        return f"it {iteration}: " + "  ".join(parts)
+        return f"{job.phase} it {job.iteration}: " + "  ".join(parts)
 
     def graph_input(self, task: BenchTask) -> dict[str, Any]:
         truth = task.ground_truth if self.settings.reward == "truth" else None
         return {"task": task.question, "files": task.files, "ground_truth": truth}
 
-    def run_one(self, graph: Any, arm: Arm, iteration: int, task: BenchTask) -> dict[str, Any]:
-        ctx = self.contexts[arm.key]
-        thread_id = f"bench-{arm.key}-it{iteration}-{task.id}"
-        config = {"configurable": {"thread_id": thread_id}}
+    def run_one(self, graph: Any, job: Job) -> dict[str, Any]:
+        ctx = self.job_context(job)
+        task = job.task
+        config = {"configurable": {"thread_id": job.thread_id}}
         t0 = time.perf_counter()
         snapshot = graph.get_state(config)
         resumed = snapshot.created_at is not None
@@ -230,15 +365,16 @@ class Benchmark:
         judged = str(score.get("scored_by", "")).startswith("judge")
         error = values.get("error") or (None if _finished(values) else "the run did not finish")
         return {
-            "arm": arm.key, "mode": arm.mode, "k": arm.k, "iteration": iteration, "task_id": task.id,
-            "answer": answer, "answers": task.answers, "exact_match": em, "f1": round(f1, 4),
+            "phase": job.phase, "arm": job.arm.key, "mode": job.mode, "k": ctx.top_k, "iteration": job.iteration,
+            "task_id": task.id, "answer": answer, "answers": task.answers, "exact_match": em, "f1": round(f1, 4),
             "reward": values.get("reward"), "scored_by": score.get("scored_by"),
             "judge_correct": (values.get("reward") == 1.0) if judged else None,
             "cycles": len(values.get("plans") or []), "plan": (values.get("plans") or [[]])[-1],
-            "cases_used": [{"id": c["id"], "reward": c["reward"], "similarity": c.get("similarity"), "q": c.get("q")}
-                           for c in values.get("cases_used") or []],
+            "cases_used": [{"id": c["id"], "reward": c["reward"], "similarity": c.get("similarity"), "q": c.get("q"),
+                            "utility": c.get("utility")} for c in values.get("cases_used") or []],
+            "cited": values.get("cited_cases") or [],
             "case_id": values.get("case_id"), "error": error, "wall_s": round(wall, 3), "resumed": resumed,
-            "thread_id": thread_id, "metadata": task.metadata,
+            "thread_id": job.thread_id, "metadata": task.metadata,
         }
 
 
@@ -258,8 +394,11 @@ def settings_digest(base: Context) -> str:
 
 
 def settings_for(tasks_path: str | Path, iterations: int, arms: list[str], ks: list[int], reward: str,
-                 data_dir: str | Path, base: Context) -> BenchSettings:
+                 data_dir: str | Path, base: Context, test_path: str | Path | None = None,
+                 cross: bool = False) -> BenchSettings:
     tasks_path = Path(tasks_path).expanduser().absolute()
+    test = Path(test_path).expanduser().absolute() if test_path else None
     return BenchSettings(tasks=str(tasks_path), tasks_sha256=file_digest(tasks_path), iterations=iterations,
                          arms=list(arms), k=list(ks), reward=reward, data_dir=str(Path(data_dir).expanduser().absolute()),
-                         settings_sha256=settings_digest(base))
+                         settings_sha256=settings_digest(base), test=str(test or ""),
+                         test_sha256=file_digest(test) if test else "", cross=cross)

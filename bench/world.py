@@ -20,12 +20,18 @@ Rules of the generator (the README repeats them):
   among the plausible ones: about one in `choices` is right.
 - Plain suites give each family its own domain (domains are reused, with another aggregate,
   only when there are more families than domains) and cue. Misleading suites build families in
-  look-alike pairs: the same domain, aggregate, file kind, templates and plausible columns, a
-  different right column, and only the cue word (retail / wholesale, ...) to tell them apart.
-- Tasks are shuffled, so families interleave. The family, the right column and the procedure
-  are kept in each task's `metadata`, which the benchmark records but never shows the agent.
-- Everything is drawn from `random.Random(seed)`: the same seed writes the same suite; another
-  seed gives other families, wording and data.
+  look-alike groups of `group_size` (3 by default): the same domain, aggregate, file kind,
+  templates and plausible columns, a different right column each, and only the cue word
+  (retail / wholesale / online, ...) to tell them apart.
+- With a test file (`test_out`), `test_tasks` of each family's tasks go there: other tasks of the
+  same families, with their own data and months or quarters that family's training tasks never
+  name, so no test task shares its text or its data file with a training task. A family's
+  sixteen months and quarters are shuffled and split between the two files.
+- Tasks are shuffled, so families interleave. The family, its look-alikes, the right column and
+  the procedure are kept in each task's `metadata`, which the benchmark records but never shows
+  the agent.
+- Everything is drawn from `random.Random(seed)`: the same seed writes the same suite and the
+  same split; another seed gives other families, wording and data.
 """
 
 from __future__ import annotations
@@ -118,8 +124,15 @@ TEMPLATES = {
               "How wide is the range of {quantity} in the attached {document} for {context}?",
               "Give the spread between the extremes of the {quantity} in the attached {document} for {context}."),
 }
-CUE_PAIRS = (("retail", "wholesale"), ("domestic", "export"), ("northern", "southern"), ("weekday", "weekend"),
-             ("morning", "evening"), ("primary", "secondary"), ("regional", "central"), ("internal", "external"))
+# Cue words, in groups a look-alike group draws from (so a group's cues are of one kind).
+CUE_GROUPS = (("retail", "wholesale", "online", "trade", "catalogue"),
+              ("domestic", "export", "import", "transit", "bonded"),
+              ("northern", "southern", "eastern", "western", "coastal"),
+              ("weekday", "weekend", "holiday", "overnight", "seasonal"),
+              ("morning", "evening", "afternoon", "night", "midday"),
+              ("primary", "secondary", "backup", "auxiliary", "reserve"),
+              ("regional", "central", "local", "district", "metro"),
+              ("internal", "external", "partner", "vendor", "contract"))
 CONTEXTS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
             "November", "December", "the first quarter", "the second quarter", "the third quarter",
             "the fourth quarter")
@@ -139,7 +152,8 @@ class Family:
     column: str
     cue: str
     templates: list[str]
-    sibling: str | None = None
+    group: str | None = None
+    lookalikes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -147,20 +161,23 @@ class WorldTask:
     family: Family
     question: str
     rows: list[dict[str, Any]]
+    split: str = "train"
     id: str = ""
     answer: list[str] = field(default_factory=list)
     file: str = ""
 
 
-def make_families(rng: random.Random, families: int, choices: int, misleading: bool) -> list[Family]:
-    if misleading and families % 2:
-        raise WorldError(f"--families {families}: a misleading world pairs its families, so give an even number")
+def make_families(rng: random.Random, families: int, choices: int, misleading: bool, group_size: int = 2) -> list[Family]:
+    size = group_size if misleading else 1
+    if misleading and families % size:
+        raise WorldError(f"--families {families}: a misleading world makes look-alike groups of {size}, so give "
+                         f"a multiple of {size}")
     domains = rng.sample(DOMAINS, len(DOMAINS))
-    pairs = rng.sample(CUE_PAIRS, len(CUE_PAIRS))
-    cues = [cue for pair in pairs for cue in pair]
+    cue_groups = rng.sample(CUE_GROUPS, len(CUE_GROUPS))
+    cues = [cue for group in cue_groups for cue in group]
     used: dict[str, set[str]] = {}
     out: list[Family] = []
-    for g in range(families // 2 if misleading else families):
+    for g in range(families // size):
         domain = domains[g % len(domains)]
         # A domain used again (more families than domains) takes another aggregate, so wording differs.
         operation = rng.choice([op for op in TEMPLATES if op not in used.setdefault(domain.name, set())])
@@ -169,11 +186,12 @@ def make_families(rng: random.Random, families: int, choices: int, misleading: b
         plausible = rng.sample(domain.columns, choices)
         templates = rng.sample(TEMPLATES[operation], 2)
         if misleading:
-            right = rng.sample(plausible, 2)
-            ids = (f"F{len(out) + 1:02d}", f"F{len(out) + 2:02d}")
-            for i in range(2):
-                out.append(Family(ids[i], domain, operation, kind, plausible, right[i], pairs[g % len(pairs)][i],
-                                  templates, sibling=ids[1 - i]))
+            right = rng.sample(plausible, size)
+            group_cues = rng.sample(cue_groups[g % len(cue_groups)], size)
+            ids = [f"F{len(out) + i + 1:02d}" for i in range(size)]
+            for i in range(size):
+                out.append(Family(ids[i], domain, operation, kind, plausible, right[i], group_cues[i], templates,
+                                  group=f"G{g + 1}", lookalikes=[f for f in ids if f != ids[i]]))
         else:
             out.append(Family(f"F{len(out) + 1:02d}", domain, operation, kind, plausible, rng.choice(plausible),
                               cues[g % len(cues)], templates))
@@ -260,9 +278,18 @@ def accepted_answers(tool_output: str) -> list[str]:
     return [tool_output] if short == tool_output else [tool_output, short]
 
 
-def make_world(seed: int, out: str | Path, families: int = 6, tasks: int = 6, choices: int = 4,
-               misleading: bool = False) -> dict[str, Any]:
-    """Write the suite to `out` (JSONL) and its files to `<stem>_files/` beside it; return a report."""
+def _questions(rng: random.Random, family: Family, count: int, contexts: list[str]) -> list[str]:
+    """`count` questions of a family, cycling through `contexts` (each named once per cycle)."""
+    return [rng.choice(family.templates).format(quantity=family.domain.quantity, context=contexts[i % len(contexts)],
+                                                document=f"{family.cue} {family.domain.document}")
+            for i in range(count)]
+
+
+def make_world(seed: int, out: str | Path, families: int = 9, tasks: int = 16, choices: int = 5,
+               misleading: bool = False, group_size: int = 3, test_out: str | Path | None = None,
+               test_tasks: int | None = None) -> dict[str, Any]:
+    """Write the suite to `out` (JSONL) and its files to `<stem>_files/` beside it, and with
+    `test_out` a test suite the same way; return a report."""
     from memento.mcp_servers.client import Toolbox
 
     if not 1 <= families <= 2 * len(DOMAINS):
@@ -271,57 +298,97 @@ def make_world(seed: int, out: str | Path, families: int = 6, tasks: int = 6, ch
         raise WorldError(f"--tasks (per family) must be between 1 and 200, got {tasks}")
     if not 2 <= choices <= 5:
         raise WorldError(f"--choices must be between 2 and 5, got {choices}")
+    if misleading and not 2 <= group_size <= choices:
+        raise WorldError(f"--group-size must be between 2 and --choices ({choices}): each family of a look-alike "
+                         f"group needs its own right column; got {group_size}")
+    if misleading and families // group_size > len(CUE_GROUPS):
+        raise WorldError(f"--families {families}: at most {len(CUE_GROUPS)} look-alike groups can be made")
+    targets = [_target(out, "--out")]
+    if test_out is not None:
+        test_tasks = tasks // 2 if test_tasks is None else test_tasks
+        if not 1 <= test_tasks < tasks:
+            raise WorldError(f"--test-tasks must be between 1 and --tasks - 1 ({tasks - 1}), got {test_tasks}")
+        targets.append(_target(test_out, "--test-out"))
+        if targets[0] == targets[1]:
+            raise WorldError("--test-out must name another file than --out")
+    else:
+        test_tasks = 0
+
+    rng = random.Random(seed)
+    family_list = make_families(rng, families, choices, misleading, group_size)
+    splits: dict[str, list[WorldTask]] = {"train": [], "test": []}
+    for family in family_list:
+        contexts = rng.sample(CONTEXTS, len(CONTEXTS))
+        # Months and quarters split between the files in proportion to their tasks, so a test task
+        # never names one its family's training tasks name.
+        held = min(len(CONTEXTS) - 1, max(1, round(len(CONTEXTS) * test_tasks / tasks))) if test_tasks else 0
+        for split, count, named in (("train", tasks - test_tasks, contexts[:len(CONTEXTS) - held]),
+                                    ("test", test_tasks, contexts[len(CONTEXTS) - held:])):
+            splits[split] += [WorldTask(family, q, [], split) for q in _questions(rng, family, count, named)]
+    for world in splits.values():
+        rng.shuffle(world)
+
+    written: list[dict[str, Any]] = []
+    staged: list[tuple[Path, Path, Path, Path]] = []
+    try:
+        servers = {name: conf for name, conf in default_mcp_servers().items() if name in ("documents", "math")}
+        stagings = []
+        for target in targets:
+            folder = target.with_name(f"{target.stem}_files")
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.stem}_files.", dir=target.parent))
+            stagings.append(staging)
+            (staging / MARKER).write_text("made by memento bench make-world\n", encoding="utf-8")
+            staged.append((target, folder, staging, target.with_name(f".{target.name}.partial")))
+        with Toolbox(servers, allowed_paths=[str(p) for p in stagings]) as toolbox:
+            for (_, folder, staging, tmp), split in zip(staged, ("train", "test")):
+                for n, task in enumerate(splits[split], 1):
+                    task.id = f"s{seed}-{'t' if split == 'train' else 'x'}{n:03d}"
+                    task.file = f"{task.id}.{task.family.format}"
+                    _draw_data(rng, toolbox, task, staging / task.file)
+                lines = [json.dumps(_task_line(task, folder.name), ensure_ascii=False) for task in splits[split]]
+                tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for target, folder, staging, tmp in staged:
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+            os.replace(tmp, target)
+            written.append({"out": str(target), "files": str(folder)})
+    except BaseException:
+        for _, _, staging, tmp in staged:
+            shutil.rmtree(staging, ignore_errors=True)
+            tmp.unlink(missing_ok=True)
+        raise
+    report = {"tasks": len(splits["train"]), "families": len(family_list), "choices": choices,
+              "misleading": misleading, "group_size": group_size if misleading else 1, "seed": seed,
+              "out": written[0]["out"], "files": written[0]["files"]}
+    if test_out is not None:
+        report.update({"test_tasks": len(splits["test"]), "test_out": written[1]["out"], "test_files": written[1]["files"]})
+    return report
+
+
+def _target(out: str | Path, flag: str) -> Path:
     out = Path(out).expanduser().absolute()
     if out.suffix != ".jsonl":
-        raise WorldError(f"--out {out} must name a .jsonl file")
+        raise WorldError(f"{flag} {out} must name a .jsonl file")
     if out.is_dir():
-        raise WorldError(f"--out {out} is a folder: give a file name ending in .jsonl")
+        raise WorldError(f"{flag} {out} is a folder: give a file name ending in .jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = out.with_name(f"{out.stem}_files")
     if folder.exists() and not (folder / MARKER).exists():
-        raise WorldError(f"{folder} exists and was not made by make-world: choose another --out")
+        raise WorldError(f"{folder} exists and was not made by make-world: choose another {flag}")
+    return out
 
-    rng = random.Random(seed)
-    family_list = make_families(rng, families, choices, misleading)
-    world: list[WorldTask] = []
-    for family in family_list:
-        for _ in range(tasks):
-            template = rng.choice(family.templates)
-            question = template.format(quantity=family.domain.quantity, context=rng.choice(CONTEXTS),
-                                       document=f"{family.cue} {family.domain.document}")
-            world.append(WorldTask(family, question, []))
-    rng.shuffle(world)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}_files.", dir=out.parent))
-    try:
-        (staging / MARKER).write_text("made by memento bench make-world\n", encoding="utf-8")
-        servers = {name: conf for name, conf in default_mcp_servers().items() if name in ("documents", "math")}
-        with Toolbox(servers, allowed_paths=[str(staging)]) as toolbox:
-            for n, task in enumerate(world, 1):
-                task.id = f"s{seed}-t{n:03d}"
-                task.file = f"{task.id}.{task.family.format}"
-                path = staging / task.file
-                for _ in range(MAX_REDRAWS):
-                    task.rows = _rows(rng, task.family, task.id)
-                    write_table(path, task.family.format, task.rows, task.family.plausible)
-                    answers = answers_by_tools(toolbox, path, task.family.plausible, task.family.operation)
-                    if len(set(answers.values())) == len(answers):
-                        break
-                else:
-                    raise WorldError(f"could not draw data that tells the columns of task {task.id} apart")
-                task.answer = accepted_answers(answers[task.family.column])
-        lines = [json.dumps(_task_line(task, folder.name), ensure_ascii=False) for task in world]
-        tmp = out.with_name(f".{out.name}.partial")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return {"tasks": len(world), "families": len(family_list), "choices": choices, "misleading": misleading,
-            "seed": seed, "out": str(out), "files": str(folder)}
+def _draw_data(rng: random.Random, toolbox: Any, task: WorldTask, path: Path) -> None:
+    """Draw the task's table until every plausible column gives another answer; set its answer."""
+    for _ in range(MAX_REDRAWS):
+        task.rows = _rows(rng, task.family, task.id)
+        write_table(path, task.family.format, task.rows, task.family.plausible)
+        answers = answers_by_tools(toolbox, path, task.family.plausible, task.family.operation)
+        if len(set(answers.values())) == len(answers):
+            task.answer = accepted_answers(answers[task.family.column])
+            return
+    raise WorldError(f"could not draw data that tells the columns of task {task.id} apart")
 
 
 def _task_line(task: WorldTask, folder: str) -> dict[str, Any]:
@@ -330,7 +397,8 @@ def _task_line(task: WorldTask, folder: str) -> dict[str, Any]:
     return {
         "id": task.id, "question": task.question, "answer": task.answer, "files": [relative],
         "metadata": {
-            "family": family.id, "sibling": family.sibling, "domain": family.domain.name, "cue": family.cue,
+            "family": family.id, "group": family.group, "lookalikes": family.lookalikes, "split": task.split,
+            "domain": family.domain.name, "cue": family.cue,
             "operation": family.operation, "format": family.format, "column": family.column,
             "plausible": family.plausible, "procedure": tables.procedure(relative, family.column, family.operation),
         },

@@ -1,117 +1,207 @@
-"""The README's learning curves and K sweep, from scratch, with the simulated model.
+"""The README's learning curves: transfer to unseen tasks over several seeds, with intervals.
 
-    python benchmarks/learning_curves.py --out DIR [--seeds 1,2,3] [--families 8] [--tasks 8]
-                                         [--iterations 5] [--sweep-seed 1] [--sweep-iterations 3]
+    python benchmarks/learning_curves.py --out DIR [--seeds 101,102,103,104,105] [--kinds plain,misleading]
+        [--planner simulated] [--iterations 3] [--k 4] [--jobs 2] [--sweep-seed S] [--no-cross]
 
-For each seed: `memento bench make-world` writes a plain and a misleading suite, and
-`memento bench run` plays each in the arms none, similarity and parametric (K = 4). Then the
-plain suite of `--sweep-seed` is played at K = 0, 1, 2, 4, 8 by similarity and parametric. Every
-command is printed before it runs, so any single result can be reproduced on its own; each
-`--out` folder holds the results, summary and plots of one run. At the end: the accuracy per
-iteration, mean over the seeds (and each seed's), and a plot of the means. A finished step is not
-run again (the benchmark resumes), so the script can be stopped and started.
+For each seed and kind: `memento bench make-world` writes a training file and a test file (the
+defaults: 9 families, in look-alike groups of 3 when misleading, 5 plausible columns, 16 tasks
+per family of which 8 go to the test file), and `memento bench run --test --cross` plays it in
+the arms none, similarity, utility and parametric. With `--sweep-seed`, that seed's misleading
+world is also played by similarity and parametric at K = 0, 1, 2, 4, 8. Every command is printed
+before it runs, so any single result can be reproduced on its own; each `--out` folder holds the
+results, summary and plots of one run; a finished step is not run again.
+
+At the end, per kind and arm: train and test accuracy per iteration, the mean over seeds with a
+95% t-interval across seeds; the paired test difference of each arm from similarity (the mean over
+seeds of each seed's mean per-task difference, with its t-interval) and each seed's own bootstrap
+interval; the cross table, mean over seeds. `report.txt`, `report.json` and `learning_curves.png`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ARMS = ("none", "similarity", "parametric")
+ARMS = ("none", "similarity", "utility", "parametric")
 
 
 def run(command: list[str]) -> None:
     print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
 
 
 def memento(*args: str) -> list[str]:
     return [sys.executable, "-m", "memento.cli.main", *args]
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and the 95% t-interval of the mean across seeds."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--families", type=int, default=8)
-    parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--sweep-seed", type=int, default=1)
-    parser.add_argument("--sweep-iterations", type=int, default=3)
-    parser.add_argument("--no-sweep", action="store_true")
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    args.out.mkdir(parents=True, exist_ok=True)
+def play(args: argparse.Namespace, kind: str, seed: int) -> dict:
+    """Make the world and run the benchmark (each skipped when already done); its summary."""
+    world = args.out / f"{kind}-{seed}.jsonl"
+    test = args.out / f"{kind}-{seed}-test.jsonl"
+    if not world.exists() or not test.exists():
+        run(memento("bench", "make-world", "--seed", str(seed), *(["--misleading"] if kind == "misleading" else []),
+                    "--out", str(world), "--test-out", str(test)))
+    out = args.out / f"run-{kind}-{seed}"
+    run(memento("bench", "run", "--tasks", str(world), "--test", str(test), "--iterations", str(args.iterations),
+                "--arms", ",".join(args.arms), "--k", str(args.k), *([] if args.no_cross else ["--cross"]),
+                "--planner-model", args.planner, "--out", str(out), "--quiet"))
+    return json.loads((out / "summary.json").read_text())
 
-    summaries: dict[str, dict[int, dict]] = {"plain": {}, "misleading": {}}
-    for seed in seeds:
-        for kind in summaries:
-            suite = args.out / f"{kind}-{seed}.jsonl"
-            if not suite.exists():
-                run(memento("bench", "make-world", "--seed", str(seed), "--families", str(args.families), "--tasks",
-                            str(args.tasks), *(["--misleading"] if kind == "misleading" else []), "--out", str(suite)))
-            out = args.out / f"run-{kind}-{seed}"
-            run(memento("bench", "run", "--tasks", str(suite), "--iterations", str(args.iterations),
-                        "--arms", ",".join(ARMS), "--k", "4", "--out", str(out), "--quiet"))
-            summaries[kind][seed] = json.loads((out / "summary.json").read_text())
-    if not args.no_sweep:
-        suite = args.out / f"plain-{args.sweep_seed}.jsonl"
-        if not suite.exists():
-            run(memento("bench", "make-world", "--seed", str(args.sweep_seed), "--families", str(args.families),
-                        "--tasks", str(args.tasks), "--out", str(suite)))
-        out = args.out / f"sweep-plain-{args.sweep_seed}"
-        run(memento("bench", "run", "--tasks", str(suite), "--iterations", str(args.sweep_iterations),
-                    "--arms", "similarity,parametric", "--k", "0,1,2,4,8", "--out", str(out), "--quiet"))
-        sweep = json.loads((out / "summary.json").read_text())
-    else:
-        sweep = None
 
-    lines = []
+def sweep(args: argparse.Namespace) -> dict:
+    world = args.out / f"misleading-{args.sweep_seed}.jsonl"
+    test = args.out / f"misleading-{args.sweep_seed}-test.jsonl"
+    if not world.exists() or not test.exists():
+        run(memento("bench", "make-world", "--seed", str(args.sweep_seed), "--misleading", "--out", str(world),
+                    "--test-out", str(test)))
+    out = args.out / f"sweep-misleading-{args.sweep_seed}"
+    run(memento("bench", "run", "--tasks", str(world), "--test", str(test), "--iterations", str(args.iterations),
+                "--arms", "similarity,parametric", "--k", "0,1,2,4,8", "--planner-model", args.planner,
+                "--out", str(out), "--quiet"))
+    return json.loads((out / "summary.json").read_text())
+
+
+def fmt(stat: tuple[float, float, float]) -> str:
+    mean, low, high = stat
+    return f"{100 * mean:5.1f} [{100 * low:5.1f}, {100 * high:5.1f}]"
+
+
+def aggregate(summaries: dict[str, dict[int, dict]], iterations: int, arms: list[str]) -> dict:
+    out: dict = {}
     for kind, by_seed in summaries.items():
-        lines.append(f"\n{kind} suites, seeds {args.seeds}: accuracy per iteration, mean over seeds (each seed)")
-        for arm in ARMS:
-            per_it = []
-            for it in range(args.iterations):
-                values = [by_seed[s]["accuracy"][arm][it] for s in seeds]
-                per_it.append(f"{100 * mean(values):5.1f} ({'/'.join(f'{100 * v:.0f}' for v in values)})")
-            lines.append(f"  {arm:<11} " + "  ".join(per_it))
-    if sweep:
-        lines.append(f"\nK sweep, plain suite seed {args.sweep_seed}, accuracy at iterations 1..{args.sweep_iterations}")
-        for key in sweep["arms"]:
-            lines.append(f"  {key:<14} " + "  ".join(f"{100 * v:5.1f}" for v in sweep["accuracy"][key]))
-    report = "\n".join(lines)
-    print(report)
-    (args.out / "report.txt").write_text(report + "\n", encoding="utf-8")
-    plot_means(summaries, seeds, args.iterations, args.out / "learning_curves.png")
-    print(f"\nplot: {args.out / 'learning_curves.png'}")
+        seeds = sorted(by_seed)
+        entry: dict = {"seeds": seeds, "train": {}, "test": {}, "vs_similarity": {}, "cross": {}}
+        for arm in arms:
+            for phase, key in (("train", "accuracy"), ("test", "test_accuracy")):
+                entry[phase][arm] = [mean_interval([by_seed[s][key][arm][i] for s in seeds]) for i in range(iterations)]
+            if arm != "similarity" and "similarity" in arms:
+                diffs, per_seed = [], []
+                for i in range(iterations):
+                    paired = [by_seed[s]["paired_test"].get(f"{arm} - similarity") or
+                              _flip(by_seed[s]["paired_test"].get(f"similarity - {arm}")) for s in seeds]
+                    diffs.append(mean_interval([p[i]["mean"] for p in paired]))
+                    per_seed.append([(p[i]["mean"], p[i]["low"], p[i]["high"]) for p in paired])
+                entry["vs_similarity"][arm] = {"mean": diffs, "per_seed": per_seed}
+        if all("cross_accuracy" in by_seed[s] for s in seeds):
+            for bank in arms:
+                entry["cross"][bank] = {mode: mean_interval([by_seed[s]["cross_accuracy"][bank][mode] for s in seeds])
+                                        for mode in by_seed[seeds[0]]["cross_accuracy"][bank]}
+        out[kind] = entry
+    return out
 
 
-def plot_means(summaries: dict[str, dict[int, dict]], seeds: list[int], iterations: int, path: Path) -> None:
+def _flip(series: list | None) -> list | None:
+    if series is None:
+        return None
+    return [None if p is None else {"mean": -p["mean"], "low": -p["high"], "high": -p["low"], "n": p["n"]}
+            for p in series]
+
+
+def report(stats: dict, args: argparse.Namespace, swept: dict | None) -> str:
+    lines = [f"planner {args.planner}; K = {args.k}; {args.iterations} iterations; figures are accuracy in %, "
+             "mean over seeds [95% t-interval across seeds]"]
+    for kind, entry in stats.items():
+        lines.append(f"\n{kind} worlds, seeds {', '.join(map(str, entry['seeds']))}")
+        for phase in ("train", "test"):
+            lines.append(f"  {phase} ({'replayed training tasks' if phase == 'train' else 'unseen test tasks'})")
+            for arm in entry[phase]:
+                lines.append(f"    {arm:<11} " + "  ".join(fmt(s) for s in entry[phase][arm]))
+        lines.append("  test difference from similarity (points), per iteration; then each seed's last-iteration "
+                     "difference [its bootstrap 95% interval over tasks]")
+        for arm, got in entry["vs_similarity"].items():
+            lines.append(f"    {arm:<11} " + "  ".join(fmt(s) for s in got["mean"]))
+            lines.append("                " + "  ".join(f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                                                    for m, lo, hi in got["per_seed"][-1]))
+        if entry["cross"]:
+            modes = list(next(iter(entry["cross"].values())))
+            lines.append("  cross table, last iteration: bank (rows) read by mode (columns), mean over seeds")
+            lines.append("    " + " " * 11 + "".join(f"{m:>12}" for m in modes))
+            for bank, row in entry["cross"].items():
+                lines.append(f"    {bank:<11}" + "".join(f"{100 * row[m][0]:12.1f}" for m in modes))
+    if swept:
+        lines.append(f"\nK sweep, misleading world seed {args.sweep_seed}: train / test accuracy per iteration")
+        for key in swept["arms"]:
+            lines.append(f"  {key:<14} train " + " ".join(f"{100 * v:5.1f}" for v in swept["accuracy"][key])
+                         + "   test " + " ".join(f"{100 * v:5.1f}" for v in swept["test_accuracy"][key]))
+    return "\n".join(lines)
+
+
+def plot(stats: dict, iterations: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100, sharey=True)
+    fig, axes = plt.subplots(1, len(stats), figsize=(5.5 * len(stats), 4.5), dpi=100, sharey=True, squeeze=False)
     xs = list(range(1, iterations + 1))
-    for ax, (kind, by_seed) in zip(axes, summaries.items()):
-        for arm in ARMS:
-            ys = [100 * mean([by_seed[s]["accuracy"][arm][i] for s in seeds]) for i in range(iterations)]
-            ax.plot(xs, ys, marker="o", label=arm)
-        ax.set(title=f"{kind} suites (mean of {len(seeds)} seeds)", xlabel="iteration", xticks=xs, ylim=(0, 100))
+    for ax, (kind, entry) in zip(axes[0], stats.items()):
+        for n, arm in enumerate(entry["train"]):
+            for phase, style in (("train", "-"), ("test", "--")):
+                means = [100 * s[0] for s in entry[phase][arm]]
+                ax.plot(xs, means, style, marker="o" if phase == "train" else "s", color=f"C{n}", label=f"{arm} {phase}")
+                if phase == "test":
+                    ax.fill_between(xs, [100 * s[1] for s in entry[phase][arm]], [100 * s[2] for s in entry[phase][arm]],
+                                    color=f"C{n}", alpha=0.12)
+        ax.set(title=f"{kind} worlds ({len(entry['seeds'])} seeds)", xlabel="iteration", xticks=xs, ylim=(0, 100))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (exact match, %)")
-    axes[0].legend(loc="center right")
+    axes[0][0].set_ylabel("accuracy (exact match, %): train solid, test dashed")
+    axes[0][-1].legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seeds", default="101,102,103,104,105")
+    parser.add_argument("--kinds", default="plain,misleading")
+    parser.add_argument("--planner", default="simulated", help="planner model, e.g. simulated:primacy")
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=1, help="benchmarks run at once (each is one process)")
+    parser.add_argument("--sweep-seed", type=int)
+    parser.add_argument("--no-cross", action="store_true")
+    parser.add_argument("--arms", default=",".join(ARMS), help="arms to play (default: all four)")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    args.arms = [a for a in args.arms.split(",") if a]
+    kinds = [k for k in args.kinds.split(",") if k]
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(kind, seed) for seed in seeds for kind in kinds]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        done = list(pool.map(lambda job: (job, play(args, *job)), jobs))
+    summaries: dict[str, dict[int, dict]] = {kind: {} for kind in kinds}
+    for (kind, seed), summary in done:
+        summaries[kind][seed] = summary
+    swept = sweep(args) if args.sweep_seed is not None else None
+    stats = aggregate(summaries, args.iterations, args.arms)
+    text = report(stats, args, swept)
+    print(text)
+    (args.out / "report.txt").write_text(text + "\n", encoding="utf-8")
+    (args.out / "report.json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
+                                                      "stats": stats, "sweep": swept}, indent=1) + "\n",
+                                          encoding="utf-8")
+    plot(stats, args.iterations, args.out / "learning_curves.png")
+    print(f"\nplot: {args.out / 'learning_curves.png'}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,16 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                     "and K), each arm with its own case bank and retriever, empty at the start. Writes "
                     "results.jsonl, summary.json and PNG plots to --out; started again with the same --out, it "
                     "continues where it stopped.")
-    run.add_argument("--tasks", required=True, metavar="FILE.jsonl", help="the task file (see the README)")
+    run.add_argument("--tasks", required=True, metavar="FILE.jsonl", help="the training task file (see the README)")
+    run.add_argument("--test", metavar="FILE.jsonl",
+                     help="held-out test tasks: after each iteration every arm runs them once against a frozen copy "
+                          "of its bank and retriever (nothing written, nothing learned): transfer, not replay")
+    run.add_argument("--cross", action="store_true",
+                     help="after the last iteration, run the test tasks on every arm's frozen bank with every "
+                          "retrieval mode (needs --test): tells which bank from how it is read")
     run.add_argument("--iterations", type=int, default=3, metavar="N", help="passes over the tasks (default 3)")
-    run.add_argument("--arms", default="none,similarity,parametric", metavar="A,B",
-                     help="retrieval modes to compare: none, similarity, parametric (default: all three)")
+    run.add_argument("--arms", default="none,similarity,utility,parametric", metavar="A,B",
+                     help="retrieval modes to compare: none, similarity, utility, parametric (default: all four)")
     run.add_argument("--k", default="4", metavar="K[,K...]", help="cases shown to the planner; several for a sweep")
     run.add_argument("--reward", choices=["truth", "judge"], default="truth",
                      help="truth: the graph scores against the answers (default); judge: the judge model "
@@ -41,12 +47,20 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                     "that the simulated model can play: families of tasks, each with one right procedure "
                     "among several plausible ones. Answers come from running the real tools.")
     world.add_argument("--seed", type=int, required=True, help="the same seed writes the same suite")
-    world.add_argument("--families", type=int, default=6, help="task families (default 6)")
-    world.add_argument("--tasks", type=int, default=6, help="tasks per family (default 6)")
-    world.add_argument("--choices", type=int, default=4, help="plausible procedures per family (2 to 5, default 4)")
+    world.add_argument("--families", type=int, default=9, help="task families (default 9)")
+    world.add_argument("--tasks", type=int, default=16,
+                       help="tasks per family, training and test together (default 16)")
+    world.add_argument("--choices", type=int, default=5, help="plausible procedures per family (2 to 5, default 5)")
     world.add_argument("--misleading", action="store_true",
-                       help="families in look-alike pairs told apart by one cue word")
-    world.add_argument("--out", required=True, metavar="FILE.jsonl", help="the task file to write")
+                       help="families in look-alike groups told apart by one cue word")
+    world.add_argument("--group-size", type=int, default=3, metavar="G",
+                       help="families per look-alike group with --misleading (2 to --choices, default 3)")
+    world.add_argument("--out", required=True, metavar="FILE.jsonl", help="the (training) task file to write")
+    world.add_argument("--test-out", metavar="FILE.jsonl",
+                       help="also write a test file: other tasks of the same families, with new data and months or "
+                            "quarters the family's training tasks never name")
+    world.add_argument("--test-tasks", type=int, metavar="N",
+                       help="tasks per family that go to the test file (default: half of --tasks)")
     world.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -68,15 +82,19 @@ def _make_world(args: argparse.Namespace) -> int:
 
     try:
         report = make_world(args.seed, args.out, families=args.families, tasks=args.tasks, choices=args.choices,
-                            misleading=args.misleading)
+                            misleading=args.misleading, group_size=args.group_size, test_out=args.test_out,
+                            test_tasks=args.test_tasks)
     except WorldError as exc:
         raise ConfigError(str(exc)) from None
     if args.json:
         print(json.dumps(report))
     else:
-        kind = "misleading" if report["misleading"] else "plain"
+        kind = f"misleading, look-alike groups of {report['group_size']}" if report["misleading"] else "plain"
         print(f"wrote {report['tasks']} tasks in {report['families']} families ({kind}, {report['choices']} plausible "
               f"procedures each, seed {report['seed']}) to {report['out']}; files in {report['files']}")
+        if "test_out" in report:
+            print(f"wrote {report['test_tasks']} test tasks of the same families to {report['test_out']}; files in "
+                  f"{report['test_files']}")
     return 0
 
 
@@ -88,6 +106,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.iterations < 1:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
     tasks = load_tasks(args.tasks)  # every line checked before anything runs
+    test_tasks = load_tasks(args.test) if args.test else None
+    if args.cross and not args.test:
+        raise ConfigError("--cross runs the test tasks on every arm's bank: give them with --test FILE.jsonl")
     overrides: dict[str, Any] = {}
     for role in ("planner", "executor", "judge"):
         overrides[f"{role}_model"] = getattr(args, f"{role}_model")
@@ -99,15 +120,17 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else out / "arms"
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    settings = settings_for(args.tasks, args.iterations, arms, _ks(args.k), args.reward, data_dir, base)
-    bench = Benchmark(tasks, settings, base, out)
+    settings = settings_for(args.tasks, args.iterations, arms, _ks(args.k), args.reward, data_dir, base,
+                            test_path=args.test, cross=args.cross)
+    bench = Benchmark(tasks, settings, base, out, test_tasks=test_tasks)
     bench.prepare()
     already = len(bench.records)
     progress = None if args.quiet else sys.stderr
     if already and progress:
         print(f"[bench] resuming {out}: {already} run(s) already recorded", file=progress, flush=True)
     stats = bench.run(progress_out=progress)
-    summary = summarise(bench.records, [arm.key for arm in bench.arms], args.iterations, len(tasks), stats)
+    summary = summarise(bench.records, [arm.key for arm in bench.arms], args.iterations, len(tasks), stats,
+                        test_tasks=len(test_tasks or []))
     summary["out"] = str(out)
     summary["plots"] = [str(p) for p in plot(summary, out)]
     from memento.bench.harness import SUMMARY, write_json

@@ -317,6 +317,18 @@ class SessionPool:
             self._sessions.clear()
         self._stop(sessions)
 
+    def close_unused(self, folder: str) -> int:
+        """Close the sessions no run is using whose server was started for a data folder inside
+        `folder` (its `{workspaces}`), when that folder is done with; returns how many."""
+        inside = os.path.join(os.path.abspath(folder), "")
+        with self._lock:
+            done = [s for s in self._sessions.values() if s.users == 0 and any(
+                os.path.abspath(str(arg)).startswith(inside) for arg in s.connection.get("args", []))]
+            for session in done:
+                self._sessions.pop(session.key, None)
+        self._stop(done)
+        return len(done)
+
     @staticmethod
     def _stop(sessions: list[ServerSession]) -> None:
         if not sessions:

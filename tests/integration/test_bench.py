@@ -32,7 +32,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 def worlds(tmp_path_factory):
     root = tmp_path_factory.mktemp("worlds")
     make_world(seed=11, out=root / "plain.jsonl", families=4, tasks=4)
-    make_world(seed=11, out=root / "misleading.jsonl", families=4, tasks=4, misleading=True)
+    make_world(seed=11, out=root / "misleading.jsonl", families=4, tasks=4, misleading=True, group_size=2)
     return root
 
 
@@ -106,17 +106,51 @@ def test_every_answer_is_what_the_tools_return_along_the_right_procedure(worlds)
             assert expected not in others and len(others) == len(meta["plausible"]) - 1
 
 
-def test_misleading_families_come_in_look_alike_pairs(worlds):
-    tasks = load_tasks(worlds / "misleading.jsonl")
-    by_family = {}
-    for task in tasks:
-        by_family.setdefault(task.metadata["family"], task.metadata)
-    for family, meta in by_family.items():
-        sibling = by_family[meta["sibling"]]
-        assert sibling["sibling"] == family and sibling["column"] != meta["column"]
-        assert (sibling["domain"], sibling["operation"], sibling["plausible"]) == \
-               (meta["domain"], meta["operation"], meta["plausible"])
-        assert sibling["cue"] != meta["cue"]
+def test_misleading_families_come_in_look_alike_groups(worlds, tmp_path):
+    make_world(seed=12, out=tmp_path / "groups.jsonl", families=6, tasks=2, misleading=True, group_size=3)
+    for path, size in ((worlds / "misleading.jsonl", 2), (tmp_path / "groups.jsonl", 3)):
+        by_family = {}
+        for task in load_tasks(path):
+            by_family.setdefault(task.metadata["family"], task.metadata)
+        for family, meta in by_family.items():
+            group = [by_family[f] for f in meta["lookalikes"]] + [meta]
+            assert len(group) == size and len({g["group"] for g in group}) == 1
+            assert all(sorted(g["lookalikes"] + [g["family"]]) == sorted(meta["lookalikes"] + [family]) for g in group)
+            assert len({g["column"] for g in group}) == size  # each its own right column ...
+            assert len({(g["domain"], g["operation"], tuple(g["plausible"])) for g in group}) == 1  # ... else alike
+            assert len({g["cue"] for g in group}) == size
+
+
+def test_a_test_split_shares_no_text_or_file_with_training_and_is_fixed_by_the_seed(tmp_path):
+    for name in ("a", "b"):
+        make_world(seed=21, out=tmp_path / name / "train.jsonl", test_out=tmp_path / name / "test.jsonl",
+                   families=3, tasks=6, misleading=True)
+
+    def snapshot(name):
+        folder = tmp_path / name
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert snapshot("a") == snapshot("b")  # the same seed: the same split, byte for byte
+    train, test = load_tasks(tmp_path / "a" / "train.jsonl"), load_tasks(tmp_path / "a" / "test.jsonl")
+    assert len(train) == len(test) == 3 * 3  # half of each family's tasks
+    assert {t.question for t in train}.isdisjoint({t.question for t in test})
+    assert {Path(f).resolve() for t in train for f in t.files}.isdisjoint({Path(f).resolve() for t in test for f in t.files})
+    train_bytes = {Path(f).read_bytes() for t in train for f in t.files}
+    assert all(Path(f).read_bytes() not in train_bytes for t in test for f in t.files)
+    assert {t.id for t in train}.isdisjoint({t.id for t in test})
+    # Same families, new months or quarters: no test task names one its family's training tasks name.
+    from memento.bench.world import CONTEXTS
+
+    def named(tasks):
+        out = {}
+        for t in tasks:
+            out.setdefault(t.metadata["family"], set()).update(c for c in CONTEXTS if f" {c}" in t.question)
+        return out
+
+    assert named(train).keys() == named(test).keys()
+    for family, months in named(test).items():
+        assert months and months.isdisjoint(named(train)[family])
+    assert {t.metadata["split"] for t in train} == {"train"} and {t.metadata["split"] for t in test} == {"test"}
 
 
 # -- learning ---------------------------------------------------------------------------------
@@ -124,7 +158,7 @@ def test_memory_beats_no_memory_on_a_plain_suite(worlds, tmp_path):
     runner = bench(worlds / "plain.jsonl", tmp_path / "out", ["none", "similarity", "parametric"], 3)
     summary = summarise(runner.records, ["none", "similarity", "parametric"], 3, 16)
     acc = summary["accuracy"]
-    assert acc["none"][-1] <= 0.5  # chance is 1 in 4 plausible procedures
+    assert acc["none"][-1] <= 0.5  # chance is 1 in 5 plausible procedures
     assert acc["similarity"][-1] >= acc["none"][-1] + 0.3
     assert acc["parametric"][-1] >= acc["none"][-1] + 0.3
     assert acc["similarity"][-1] > acc["similarity"][0] or acc["similarity"][0] == 1.0
@@ -134,14 +168,14 @@ def test_memory_beats_no_memory_on_a_plain_suite(worlds, tmp_path):
     assert all(not r["cases_used"] for r in runner.records if r["arm"] == "none")
 
 
-def test_similarity_shows_the_sibling_familys_cases_on_a_misleading_suite(worlds, tmp_path):
+def test_similarity_shows_the_look_alike_familys_cases_on_a_misleading_suite(worlds, tmp_path):
     runner = bench(worlds / "misleading.jsonl", tmp_path / "out", ["similarity"], 2)
     family_of = {r["case_id"]: r["metadata"]["family"] for r in runner.records}
     shown = [(r["metadata"], family_of[c["id"]]) for r in runner.records for c in r["cases_used"]]
-    sibling = sum(meta["sibling"] == family for meta, family in shown)
+    lookalike = sum(family in meta["lookalikes"] for meta, family in shown)
     own = sum(meta["family"] == family for meta, family in shown)
-    assert own + sibling >= 0.8 * len(shown)  # look-alikes crowd out the other families ...
-    assert sibling >= 0.25 * len(shown)  # ... and the sibling's cases are retrieved, not only the right ones
+    assert own + lookalike >= 0.8 * len(shown)  # look-alikes crowd out the other families ...
+    assert lookalike >= 0.25 * len(shown)  # ... and their cases are retrieved, not only the right ones
 
 
 # -- outputs, resumption, task files ----------------------------------------------------------
@@ -287,3 +321,73 @@ def test_a_run_cut_off_before_its_case_is_finished_from_its_checkpoint(tmp_path)
     first = next(r for r in runner.records if r["task_id"] == tasks[0].id)
     assert first["resumed"] and first["case_id"] == case_id and first["answer"]
     assert case_bank_for(ctx).count() == 2 and case_bank_for(ctx).get(case_id) is not None
+
+
+# -- transfer: test passes on frozen copies, the cross table ----------------------------------
+def test_test_passes_and_the_cross_table_write_and_learn_nothing(tmp_path, monkeypatch):
+    from memento.bench.report import summarise
+
+    make_world(seed=22, out=tmp_path / "train.jsonl", test_out=tmp_path / "test.jsonl", families=2, tasks=4,
+               misleading=True, group_size=2)
+    tasks, tests = load_tasks(tmp_path / "train.jsonl"), load_tasks(tmp_path / "test.jsonl")
+    arms = ["similarity", "utility", "parametric"]
+    settings = settings_for(tmp_path / "train.jsonl", 2, arms, [4], "truth", tmp_path / "out" / "arms", Context(),
+                            test_path=tmp_path / "test.jsonl", cross=True)
+    runner = Benchmark(tasks, settings, Context(), tmp_path / "out", test_tasks=tests)
+    runner.prepare()
+    at_freeze: dict[tuple[str, int], tuple[int, bytes, set]] = {}
+    freeze = runner.freeze
+
+    def state(arm):
+        ctx = runner.contexts[arm.key]
+        bank = case_bank_for(ctx)
+        return bank.count(), ctx.retriever_checkpoint().read_bytes(), {c.id: c.model_dump() for c in bank.list()}
+
+    def snapshot_then_freeze(arm, iteration):
+        at_freeze.setdefault((arm.key, iteration), state(arm))  # all of this iteration's training is done here
+        return freeze(arm, iteration)
+
+    monkeypatch.setattr(runner, "freeze", snapshot_then_freeze)
+    runner.run(progress_out=None)
+    for arm in runner.arms:
+        count, weights, cases = at_freeze[(arm.key, 2)]
+        assert count == 2 * len(tasks) and len(weights) > 0  # the test pass of iteration 1 added no case
+        # After the test pass of iteration 2 and the whole cross table: not one case, not one byte of the learner.
+        assert state(arm) == (count, weights, cases)
+        # Each frozen copy holds exactly what the arm had when it was frozen, utilities included.
+        for iteration in (1, 2):
+            copy = Context(data_dir=str(runner.frozen_folder(arm, iteration)))
+            frozen = {c.id: c.model_dump() for c in case_bank_for(copy).list()}
+            assert frozen == at_freeze[(arm.key, iteration)][2]
+            assert copy.retriever_checkpoint().read_bytes() == at_freeze[(arm.key, iteration)][1]
+    summary = summarise(runner.records, [a.key for a in runner.arms], 2, len(tasks), test_tasks=len(tests))
+    assert all(len(v) == 2 and None not in v for v in summary["test_accuracy"].values())
+    assert set(summary["cross_accuracy"]) == set(arms) and summary["cross_iteration"] == 2
+    for arm in arms:  # the diagonal: a mode on its own arm's bank is that arm's test pass, run again
+        assert summary["cross_accuracy"][arm][arm] == summary["test_accuracy"][arm][-1]
+        assert set(summary["cross_accuracy"][arm]) == {"similarity", "utility", "parametric"}
+    phases = [r["phase"] for r in runner.records]
+    assert phases.count("train") == 2 * 3 * len(tasks) and phases.count("test") == 2 * 3 * len(tests)
+    assert phases.count("cross") == 3 * 3 * len(tests)
+    assert all(r["case_id"] is None for r in runner.records if r["phase"] != "train")
+    pair = summary["paired_test"]["parametric - similarity"][-1]
+    assert pair["n"] == len(tests) and pair["low"] <= pair["mean"] <= pair["high"]
+
+
+def test_the_shown_cases_come_from_distinct_source_tasks(worlds, tmp_path):
+    def shown_sources(runner):
+        source = {r["case_id"]: r["task_id"] for r in runner.records}
+        return [[source[c["id"]] for c in r["cases_used"]] for r in runner.records if r["iteration"] == 3]
+
+    runner = bench(worlds / "misleading.jsonl", tmp_path / "distinct", ["similarity", "parametric"], 3)
+    shown = shown_sources(runner)
+    assert all(len(s) == 4 for s in shown)
+    assert all(len(set(s)) == len(s) for s in shown)
+    # The setting off, replays of one task fill the slots (so the check above can fail).
+    allowed = Context(distinct_source_tasks=False)
+    repeated = Benchmark(load_tasks(worlds / "misleading.jsonl"),
+                         settings_for(worlds / "misleading.jsonl", 3, ["similarity"], [4], "truth",
+                                      tmp_path / "repeated" / "arms", allowed), allowed, tmp_path / "repeated")
+    repeated.prepare()
+    repeated.run(progress_out=None)
+    assert sum(len(set(s)) < len(s) for s in shown_sources(repeated)) >= len(shown_sources(repeated)) // 2
