@@ -140,6 +140,13 @@ def summarise(records: list[dict[str, Any]], arm_keys: list[str], iterations: in
     if test_tasks:
         summary["test_tasks"] = test_tasks
         summary["test_accuracy"] = series("exact_match", "test")
+        test_sweep: dict[str, dict[str, list[float | None]]] = defaultdict(dict)
+        for key in arm_keys:
+            if "@" in key:
+                mode, k = key.split("@")
+                test_sweep[mode][k] = summary["test_accuracy"][key]
+        if test_sweep:
+            summary["k_sweep_test"] = dict(test_sweep)
         summary["test_f1"] = series("f1", "test")
         summary["test_complete"] = {key: [len(by.get(("test", key, it), [])) == test_tasks
                                           for it in range(1, iterations + 1)] for key in arm_keys}
@@ -229,8 +236,9 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
-    sweep = summary.get("k_sweep") or {}
+    sweep = summary.get("k_sweep_test") or summary.get("k_sweep") or {}
     if sweep:
+        which = "test (unseen tasks)" if "k_sweep_test" in summary else "train"
         fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
         last = summary["iterations"]
         for n, (mode, by_k) in enumerate(sweep.items()):
@@ -239,8 +247,8 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
                 values = [by_k[k][it - 1] for k in ks]
                 ax.plot([int(k) for k in ks], [None if v is None else 100 * v for v in values], style, marker="o",
                         color=f"C{n}", label=f"{mode}, iteration {it}")
-        ax.set(xlabel="K (cases shown to the planner)", ylabel="accuracy (exact match, %)", ylim=(0, 100),
-               title="K sweep", xticks=sorted({int(k) for by_k in sweep.values() for k in by_k}))
+        ax.set(xlabel="K (cases shown to the planner)", ylabel=f"{which} accuracy (exact match, %)", ylim=(0, 100),
+               title=f"K sweep: {which}", xticks=sorted({int(k) for by_k in sweep.values() for k in by_k}))
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
         fig.tight_layout()

@@ -367,7 +367,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_retriever(args: argparse.Namespace) -> int:
     from memento.memory.q_retriever import QRetriever
     from memento.memory.resources import forget_retriever, shared_encoder
-    from memento.memory.training import evaluate, featurize, read_pairs, train_offline
+    from memento.memory.training import evaluate, featurize, offline_settings, read_pairs, train_offline
 
     ctx = _context(args)
     path = ctx.retriever_checkpoint()
@@ -383,7 +383,7 @@ def cmd_retriever(args: argparse.Namespace) -> int:
               f"ROC-AUC {metrics['roc_auc']:.4f}  accuracy {metrics['accuracy']:.4f}  F1 {metrics['f1']:.4f}  "
               f"n {metrics['n']}")
         return 0
-    retriever = QRetriever(encoder.dim, ctx.encoder, ctx.retriever_device)
+    retriever = QRetriever(encoder.dim, ctx.encoder, ctx.retriever_device, offline_settings())
     report = train_offline(retriever, features, val_fraction=args.val_fraction, epochs=args.epochs,
                            patience=args.patience, progress=not args.json)
     retriever.save(path)

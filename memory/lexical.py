@@ -5,8 +5,13 @@ word matters (a different customer segment) or not (a different month) is exactl
 similarity ranking cannot know and a learner can. The feature is the symmetric difference of the
 two texts' word sets, each word hashed into one of `BUCKETS` buckets: the network learns a weight
 per bucket, so a mismatch on a word that has been seen to mislead lowers a case's value, and a
-mismatch on a word that has not costs nothing. Nothing here knows any vocabulary: words are
-lower-cased `\\w+` runs, hashed with a fixed hash (the same ids in every process and version).
+mismatch on a word that has not costs nothing.
+
+Words are hashed together with the case's outcome (success or failure): a look-alike's success
+misleads (its plan is followed), while its failure may help (what it did is avoided), so the
+same mismatch has two weights. One more id per pair, the outcome alone, is a learned bias per
+outcome. Nothing here knows any vocabulary: words are lower-cased `\\w+` runs, hashed with a
+fixed hash (the same ids in every process and version).
 """
 
 from __future__ import annotations
@@ -26,23 +31,28 @@ def words(text: str) -> frozenset[str]:
     return frozenset(w.casefold() for w in _WORD.findall(text))
 
 
-def _bucket(word: str) -> int:
-    return zlib.crc32(word.encode("utf-8")) % BUCKETS
+def _bucket(word: str, success: bool = True) -> int:
+    return zlib.crc32(f"{'+' if success else '-'}{word}".encode("utf-8")) % BUCKETS
 
 
-def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str]) -> np.ndarray:
-    """The hashed words in one text and not the other, as WIDTH int32 ids padded with PAD."""
+OUTCOME = "\x00outcome"  # not a word (\\w+ never yields a NUL): the per-outcome bias
+
+
+def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str], success: bool = True) -> np.ndarray:
+    """The outcome's bias id, then the hashed words in one text and not the other (with the
+    case's outcome), as WIDTH int32 ids padded with PAD."""
     a = words(task) if isinstance(task, str) else task
     b = words(case) if isinstance(case, str) else case
-    ids = sorted({_bucket(w) for w in a ^ b})[:WIDTH]
+    ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:WIDTH - 1]
     out = np.full(WIDTH, PAD, np.int32)
     out[:len(ids)] = ids
     return out
 
 
-def mismatch_matrix(task: str, cases: list[str]) -> np.ndarray:
-    """`mismatch_ids` of one task against each case: shape (len(cases), WIDTH)."""
+def mismatch_matrix(task: str, cases: list[str], successes: list[bool] | None = None) -> np.ndarray:
+    """`mismatch_ids` of one task against each case (successes by default): shape (len(cases), WIDTH)."""
     if not cases:
         return np.full((0, WIDTH), PAD, np.int32)
     mine = words(task)
-    return np.stack([mismatch_ids(mine, case) for case in cases])
+    outcomes = successes if successes is not None else [True] * len(cases)
+    return np.stack([mismatch_ids(mine, case, ok) for case, ok in zip(cases, outcomes)])

@@ -59,46 +59,63 @@ class RetrieverSettings:
     pairwise: float = 1.0  # weight of the within-run ranking loss (0: pointwise BCE only)
     prior_lr: float = 0.0  # learning rate of the similarity prior's kappa and midpoint (0: fixed)
     lexical_lr: float = 0.05  # learning rate of the word weights: sparse, each seen in few runs
+    lexical_decay: float = 0.0  # their weight decay
+    metric_lr: float = 0.02  # learning rate of the learned distance's weights, one per embedding dimension
+    embedding_mlp: bool = False  # the MLP over the embeddings' features: on for offline training only
+    scaled_features: bool = True  # the MLP's inputs scaled to about 1 (format 2 networks were trained unscaled)
 
 
 class QNetwork(nn.Module):
     """Scores (task, case) pairs; returns logits, Q = sigmoid(logit) in (0, 1).
 
-    The logit is a similarity prior plus two learned corrections:
-    `kappa * (cos(task, case) - m)` (10 and 0.5; fixed in online learning, so a few rewards cannot
-    erase what similarity already knows about related and unrelated cases), plus a weight per
-    hashed word in which the two tasks differ (`lexical`: a mismatch on a word that has misled
-    before costs value), plus an MLP over `[t, c, p, t*c, t*p, |t-c|, cos(t, c), cos(t, p)]`. Both
-    corrections start at zero, so an untrained network ranks cases as similarity retrieval does
-    (embeddings are unit vectors: the cosine is the dot product)."""
+    The logit is a similarity prior plus learned corrections, each starting at zero, so an
+    untrained network ranks cases as similarity retrieval does (embeddings are unit vectors: the
+    cosine is the dot product):
 
-    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1, lexical: bool = True) -> None:
+    - the prior `kappa * (cos(t, c) - m)`, 10 and 0.5, fixed in online learning, so a few rewards
+      cannot erase what similarity already knows about related and unrelated cases;
+    - `lexical`: a weight per hashed word in which the two tasks differ, per case outcome (a
+      mismatch on a word that has misled before costs value), and a bias per outcome;
+    - `metric`: a learned squared distance `sum_i w_i dim (t_i - c_i)^2`, `w_i >= 0`: it can only
+      add to the cost of differing along the directions rewards say matter, never make an unrelated
+      case look related;
+    - with `head`, an MLP over `[t, c, p, t*c, t*p, |t-c|, cos(t, c), cos(t, p)]`, for offline
+      training on thousands of labelled pairs (online, from a few labels a run, it adds noise)."""
+
+    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1, lexical: bool = True,
+                 head: bool = True, scaled: bool = True) -> None:
         super().__init__()
         self.dim = dim
+        self.scaled = scaled
         self.head = nn.Sequential(
             nn.Linear(6 * dim + 2, hidden), nn.GELU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, 1),
-        )
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        ) if head else None
+        if self.head is not None:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
         self.kappa = nn.Parameter(torch.tensor(10.0))
         self.midpoint = nn.Parameter(torch.tensor(0.5))
         self.lexical = nn.Embedding(BUCKETS + 1, 1, padding_idx=PAD) if lexical else None
         if self.lexical is not None:
             nn.init.zeros_(self.lexical.weight)
+        # The square roots of the metric's weights, started near 0 (a square has no gradient at 0).
+        self.metric = nn.Parameter(torch.full((dim,), 1e-3))
 
     def forward(self, task: torch.Tensor, case_task: torch.Tensor, case_plan: torch.Tensor,
                 mismatch: torch.Tensor | None = None) -> torch.Tensor:
         similarity = (task * case_task).sum(-1, keepdim=True)
-        plan_similarity = (task * case_plan).sum(-1, keepdim=True)
-        # Unit vectors have components of about 1/sqrt(dim) and products of about 1/dim (1e-3 for
-        # MiniLM): scaled back to about 1, so the MLP learns from them at the pace of the rest.
-        root = self.dim ** 0.5
-        features = torch.cat([root * task, root * case_task, root * case_plan, self.dim * task * case_task,
-                              self.dim * task * case_plan, root * (task - case_task).abs(), similarity,
-                              plan_similarity], dim=-1)
-        prior = self.kappa * (similarity.squeeze(-1) - self.midpoint)
-        logit = prior + self.head(features).squeeze(-1)
+        logit = self.kappa * (similarity.squeeze(-1) - self.midpoint)
+        logit = logit - (self.dim * (task - case_task) ** 2 * self.metric ** 2).sum(-1)
+        if self.head is not None:
+            # Unit vectors have components of about 1/sqrt(dim) and products of about 1/dim (1e-3
+            # for MiniLM): scaled back to about 1, so the MLP learns from them at the pace of the rest.
+            root, dim = (self.dim ** 0.5, self.dim) if self.scaled else (1.0, 1.0)
+            plan_similarity = (task * case_plan).sum(-1, keepdim=True)
+            features = torch.cat([root * task, root * case_task, root * case_plan, dim * task * case_task,
+                                  dim * task * case_plan, root * (task - case_task).abs(), similarity,
+                                  plan_similarity], dim=-1)
+            logit = logit + self.head(features).squeeze(-1)
         if self.lexical is not None and mismatch is not None:
             logit = logit + self.lexical(mismatch.long()).sum(dim=(-2, -1))
         return logit
@@ -194,15 +211,18 @@ class QRetriever:
         self._cuda_rng: torch.Tensor | None = None
         with self.own_rng():
             self.network = QNetwork(dim, self.settings.hidden, self.settings.dropout,
-                                    lexical=self.settings.lexical).to(self.device)
+                                    lexical=self.settings.lexical, head=self.settings.embedding_mlp,
+                                    scaled=self.settings.scaled_features).to(self.device)
         self.target = copy.deepcopy(self.network).eval() if self.settings.discount > 0 else None
         prior = self.network.prior_parameters()
         lexical = list(self.network.lexical.parameters()) if self.network.lexical is not None else []
-        own = {id(p) for p in [*prior, *lexical]}
+        metric = [self.network.metric]
+        own = {id(p) for p in [*prior, *lexical, *metric]}
         self.optimizer = torch.optim.AdamW(
             [{"params": [p for p in self.network.parameters() if id(p) not in own]},
              {"params": prior, "lr": self.settings.prior_lr, "weight_decay": 0.0},
-             {"params": lexical, "lr": self.settings.lexical_lr, "weight_decay": 0.0}],
+             {"params": lexical, "lr": self.settings.lexical_lr, "weight_decay": self.settings.lexical_decay},
+             {"params": metric, "lr": self.settings.metric_lr, "weight_decay": 0.0}],
             lr=self.settings.lr, weight_decay=self.settings.weight_decay)
         self.buffer = ReplayBuffer(dim, self.settings.buffer_size,
                                    next_width=8 if self.settings.discount > 0 else 0)
@@ -421,8 +441,10 @@ class QRetriever:
         if state["encoder"] != encoder:
             raise RetrieverError(f"retriever checkpoint {path} was trained on encoder {state['encoder']!r}, "
                                  f"not the configured {encoder!r}: set the encoder back or train again")
-        upgrading = version == 2  # no lexical term and no episodes yet: both start empty
-        retriever = cls(state["dim"], encoder, device, RetrieverSettings(**state["settings"]))
+        upgrading = version == 2  # no lexical term, metric or episodes yet: they start empty
+        settings = ({"embedding_mlp": True, "scaled_features": False, **state["settings"]} if upgrading
+                    else state["settings"])
+        retriever = cls(state["dim"], encoder, device, RetrieverSettings(**settings))
         retriever.network.load_state_dict(state["network"], strict=not upgrading)
         if retriever.target is not None and state["target"] is not None:
             retriever.target.load_state_dict(state["target"], strict=not upgrading)

@@ -18,10 +18,16 @@ from tqdm.auto import tqdm
 from memento.memory.encoder import TextEncoder
 from memento.memory.interchange import CaseFileError, iter_jsonl, parse_original_plan
 from memento.memory.lexical import mismatch_ids
-from memento.memory.q_retriever import QRetriever
+from memento.memory.q_retriever import QRetriever, RetrieverSettings
 
 PAIR_KEYS = ("query", "case", "plan", "truth_label")
 _LABELS = {"true": True, "1": True, "positive": True, "false": False, "0": False, "negative": False}
+
+
+def offline_settings(**overrides: object) -> RetrieverSettings:
+    """Settings for a retriever trained offline: thousands of labelled pairs can teach the MLP over
+    the embeddings, which online, from a few labels a run, only adds noise (it is off there)."""
+    return RetrieverSettings(**{"embedding_mlp": True, **overrides})
 
 
 @dataclass
@@ -75,9 +81,14 @@ def featurize(rows: list[dict], encoder: TextEncoder) -> PairFeatures:
     vectors = encoder.encode(texts)
     index = {t: i for i, t in enumerate(texts)}
     pick = lambda items: vectors[[index[t] for t in items]]  # noqa: E731
-    mismatch = np.stack([mismatch_ids(r["query"], r["case"]) for r in rows])
+    mismatch = np.stack([mismatch_ids(r["query"], r["case"], _case_success(r)) for r in rows])
     return PairFeatures([r["query"] for r in rows], pick([r["query"] for r in rows]), pick([r["case"] for r in rows]),
                         pick(plans), np.asarray([float(r["truth_label"]) for r in rows], np.float32), mismatch)
+
+
+def _case_success(row: dict) -> bool:
+    """Whether the case itself succeeded (`case_label`), as the case bank stores it; unknown: yes."""
+    return str(row.get("case_label", "positive")).strip().lower() not in ("negative", "false", "0")
 
 
 def split_by_query(features: PairFeatures, val_fraction: float, seed: int = 0) -> tuple[PairFeatures, PairFeatures]:

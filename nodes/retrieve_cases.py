@@ -82,7 +82,8 @@ def select_cases(ctx: Context, task: str) -> list[RetrievedCase]:
         order = utility_order(np.asarray([c.similarity for c in pool]), utilities)
         return [pool[i] for i in order[:ctx.top_k]]
     retriever = retriever_for(ctx)
-    mismatch = mismatch_matrix(task, [c.task for c in cases]) if retriever.settings.lexical else None
+    mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases])
+                if retriever.settings.lexical else None)
     q = retriever.q_values(query, found.task_embeddings[keep], found.plan_embeddings[keep], mismatch)
     # An untrained network has nothing to add: until its first update, keep the similarity order.
     order = (retriever.choose(q, ctx.top_k, ctx.retrieval_temperature, task, pool=2 * ctx.top_k)

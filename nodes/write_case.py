@@ -175,7 +175,8 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     shown_state = None
     if retriever.settings.discount > 0 and by_citation:  # the next state is every case shown, not only the credited
         shown_state = bank.embeddings([c["id"] for c in cases_used])[1:]
-    mismatch = mismatch_matrix(case.task, [shown[i]["task"] for i in ids])
+    mismatch = mismatch_matrix(case.task, [shown[i]["task"] for i in ids],
+                               [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids])
     with retriever.lock:
         stored = retriever.observe(task_vectors[0], case_tasks, case_plans, np.asarray([reward_of[i] for i in ids]),
                                    weights, episode=case.id, shown=shown_state, mismatch=mismatch)

@@ -1,6 +1,7 @@
 """Parametric retrieval inside the graph: two stages, online learning, persistence."""
 
 import numpy as np
+import pytest
 
 from memento.memory.case import Case
 from memento.memory.q_retriever import QRetriever
@@ -42,7 +43,7 @@ def test_per_query_work_is_bounded_by_the_candidates(graph, ctx, monkeypatch):
     scored = []
     original = QRetriever.q_values_pairs
     monkeypatch.setattr(QRetriever, "q_values_pairs",
-                        lambda self, t, c, p: scored.append(len(c)) or original(self, t, c, p))
+                        lambda self, t, c, p, *rest: scored.append(len(c)) or original(self, t, c, p, *rest))
     before = bank.encoder.texts_encoded
     chosen = select_cases(ctx, "What is 3 * 4 + 3, for the bounded-work test?")  # a text no other test encodes
     assert len(chosen) == 4 and scored == [16]
@@ -63,3 +64,28 @@ def test_similarity_mode_also_trains_the_retriever_uniformly(graph, ctx):
     assert all(c["q"] is None for c in out["cases_used"])
     buffer = retriever_for(ctx).buffer
     assert buffer.size == 4 and np.all(buffer.arrays["weight"][:4] == 1.0)
+
+
+def test_utility_moves_only_for_the_cases_a_run_credits(graph, ctx):
+    from memento.memory.case import RetrievedCase
+    from memento.nodes.write_case import learn_from_run
+
+    ctx = ctx.replace(retrieval_mode="utility")
+    bank = case_bank_for(ctx)
+    _seed(bank, 6)
+    shown = [RetrievedCase(**bank.get(f"c{i}").model_dump(), similarity=0.9).model_dump() for i in (1, 2, 3, 4)]
+    run_case = Case(id="run-1", task="What is 6 * 7 + 1?", plan=["Evaluate 6 * 7 + 1"], final_answer="43", reward=1.0)
+    bank.write(run_case)
+    # c1 cited for the final plan (the run's reward, 1); c2, a success cited only for a replaced plan (0);
+    # c3 and c4 shown and not cited: no label, so their utilities do not move.
+    learned = learn_from_run(ctx, bank, run_case, shown, cited=["c1"], abandoned=["c2"])
+    assert learned["utilities"] == 2 and learned["transitions"] == 2
+    utilities = {c.id: c.utility for c in bank.candidates(bank.encoder.encode(["What is 6 * 7 + 1?"])[0], 10).cases}
+    assert utilities["c1"] == pytest.approx(0.65) and utilities["c2"] == pytest.approx(0.35)  # 0.3 of the way to 1, to 0
+    assert all(utilities[i] is None for i in ("c0", "c3", "c4", "c5", "run-1"))
+    assert learn_from_run(ctx, bank, run_case, shown, cited=["c1"], abandoned=["c2"]) is None  # a replay: learned once
+    # A rewrite of a case keeps its utility; the utility mode ranks by it.
+    bank.write(bank.get("c1"))
+    assert {c.id: c.utility for c in bank.candidates(bank.encoder.encode(["x"])[0], 10).cases}["c1"] == utilities["c1"]
+    out = run(graph, ctx, "What is 2 * 3 + 2?", ground_truth="8")
+    assert len(out["cases_used"]) == 4 and any(c["utility"] is not None for c in out["cases_used"])

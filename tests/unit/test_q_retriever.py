@@ -6,7 +6,7 @@ import torch
 
 from memento.memory.device import DeviceError, resolve_device
 from memento.memory.q_retriever import QRetriever, RetrieverError
-from memento.memory.training import PairFeatures, evaluate, train_offline
+from memento.memory.training import PairFeatures, evaluate, offline_settings, train_offline
 
 DIM = 32
 
@@ -27,7 +27,7 @@ def synthetic_pairs(n_queries=400, per_query=12, seed=0):
 
 
 def test_learns_a_separable_synthetic_signal():
-    retriever = QRetriever(DIM, "enc", "cpu")
+    retriever = QRetriever(DIM, "enc", "cpu", offline_settings())
     train = synthetic_pairs(seed=0)
     report = train_offline(retriever, train, epochs=60, patience=10, progress=False)
     held_out = evaluate(retriever, synthetic_pairs(seed=1))
@@ -36,7 +36,7 @@ def test_learns_a_separable_synthetic_signal():
 
 
 def test_untrained_network_is_at_chance_on_the_same_signal():
-    assert abs(evaluate(QRetriever(DIM, "enc", "cpu"), synthetic_pairs(seed=1))["roc_auc"] - 0.5) < 0.1
+    assert abs(evaluate(QRetriever(DIM, "enc", "cpu", offline_settings()), synthetic_pairs(seed=1))["roc_auc"] - 0.5) < 0.1
 
 
 def test_online_updates_flip_the_ranking_for_a_related_task():
@@ -245,3 +245,33 @@ def test_a_few_dozen_labels_teach_it_which_differing_words_matter():
                                mismatch_matrix(text(cue, month), [text(c, m) for c, m in shown]))
         first_right += shown[int(np.argmax(q))][0] == cue
     assert first_right >= 27  # of 30; at chance a third
+
+
+def test_a_format_2_checkpoint_of_the_previous_release_loads(tmp_path):
+    """The previous release's module (kept as a fixture) writes a checkpoint; this one reads it:
+    the same Q for pairs without words (its MLP kept), its buffer, each old transition a run."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "fixtures" / "q_retriever_v2.py"
+    spec = importlib.util.spec_from_file_location("q_retriever_v2", source)
+    old_module = importlib.util.module_from_spec(spec)
+    sys.modules["q_retriever_v2"] = old_module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(old_module)
+    finally:
+        sys.modules.pop("q_retriever_v2", None)
+    rng = np.random.default_rng(0)
+    old = old_module.QRetriever(DIM, "enc", "cpu")
+    for n in range(4):
+        old.observe(_unit(rng, 1)[0], _unit(rng, 3), _unit(rng, 3), float(n % 2), episode=f"e{n}")
+    old.update(6)
+    old.save(tmp_path / "v2.pt")
+    loaded = QRetriever.load(tmp_path / "v2.pt", "enc", "cpu")
+    probe = (_unit(rng, 1)[0], _unit(rng, 5), _unit(rng, 5))
+    np.testing.assert_allclose(loaded.q_values(*probe), old.q_values(*probe), rtol=1e-3)  # the new metric: ~1e-4
+    assert loaded.settings.embedding_mlp and loaded.updates == 6 and loaded.buffer.size == 12
+    assert list(loaded.buffer.arrays["episode"][:12]) == list(range(12)) and loaded.episodes == ["e0", "e1", "e2", "e3"]
+    loaded.observe(_unit(rng, 1)[0], _unit(rng, 2), _unit(rng, 2), 1.0, episode="e4")
+    assert loaded.update(2) is not None  # and it goes on learning

@@ -40,10 +40,15 @@ def test_utility_is_an_exponential_moving_average_from_one_half():
     assert moved_utility(0.65, 0.0, 0.3) == pytest.approx(0.455)
 
 
-def test_mismatch_ids_are_the_hashed_words_in_one_task_only():
+def test_mismatch_ids_are_the_hashed_words_in_one_task_only_with_the_cases_outcome():
     same = mismatch_ids("What is the total cost for March?", "what is the TOTAL cost for march")
-    assert (same == PAD).all() and same.shape == (WIDTH,)
+    assert (same != PAD).sum() == 1 and same.shape == (WIDTH,)  # only the outcome's own id
     one = mismatch_ids("total retail cost in March", "total wholesale cost in March")
     other = mismatch_ids("total wholesale cost in June", "total retail cost in June")
-    assert (one != PAD).sum() == 2 and set(one) == set(other)  # symmetric, and blind to the rest
-    assert mismatch_matrix("a b", ["a c", "a b"]).shape == (2, WIDTH)
+    assert (one != PAD).sum() == 3 and set(one) == set(other)  # symmetric, and blind to the rest
+    failed = mismatch_ids("total retail cost in March", "total wholesale cost in March", success=False)
+    assert set(failed[failed != PAD]).isdisjoint(one[one != PAD])  # a failed case's mismatch weighs apart
+    matrix = mismatch_matrix("a b", ["a c", "a b"], [True, False])
+    assert matrix.shape == (2, WIDTH) and (matrix[1] != PAD).sum() == 1 and matrix[1][0] == failed[0]
+    long = mismatch_ids(" ".join(f"w{i}" for i in range(200)), "x")
+    assert (long != PAD).all()  # at most WIDTH ids
