@@ -391,3 +391,22 @@ def test_the_shown_cases_come_from_distinct_source_tasks(worlds, tmp_path):
     repeated.prepare()
     repeated.run(progress_out=None)
     assert sum(len(set(s)) < len(s) for s in shown_sources(repeated)) >= len(shown_sources(repeated)) // 2
+
+
+def test_the_command_line_writes_a_split_world_and_refuses_a_cross_table_without_test_tasks(tmp_path):
+    made = subprocess.run([sys.executable, "-m", "memento.cli.main", "bench", "make-world", "--seed", "3", "--families",
+                           "2", "--tasks", "4", "--misleading", "--group-size", "2", "--out", str(tmp_path / "w.jsonl"),
+                           "--test-out", str(tmp_path / "t.jsonl"), "--json"], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    report = json.loads(made.stdout)
+    assert report["tasks"] == report["test_tasks"] == 4 and report["group_size"] == 2
+    assert len(load_tasks(tmp_path / "t.jsonl")) == 4
+    refused = subprocess.run([sys.executable, "-m", "memento.cli.main", "bench", "run", "--tasks", str(tmp_path / "w.jsonl"),
+                              "--cross", "--out", str(tmp_path / "out"), "--json"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "--cross" in refused.stderr and "--test" in refused.stderr
+    assert json.loads(refused.stdout)["status"] == "error" and not (tmp_path / "out").exists()
+    bad_group = subprocess.run([sys.executable, "-m", "memento.cli.main", "bench", "make-world", "--seed", "3",
+                                "--families", "6", "--misleading", "--group-size", "6", "--out", str(tmp_path / "x.jsonl")],
+                               capture_output=True, text=True, timeout=300)
+    assert bad_group.returncode == 2 and "--group-size" in bad_group.stderr and bad_group.stderr.count("\n") == 1
