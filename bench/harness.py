@@ -263,8 +263,9 @@ class Benchmark:
         ctx = self.contexts[job.arm.key]
         if job.phase == "train":
             return ctx
-        # A frozen copy, read greedily (exploration is for learning, and nothing is learned here).
-        k = ctx.top_k or max(self.settings.k)
+        # A frozen copy, read greedily (exploration is for learning, and nothing is learned here),
+        # at the arm's K; `none`'s bank, read in the cross table, at the largest K of the benchmark.
+        k = job.arm.k if job.arm.mode != "none" else max(self.settings.k)
         return ctx.replace(data_dir=str(self.freeze(job.arm, job.iteration)), write_cases=False,
                            online_learning=False, retrieval_temperature=0.0, retrieval_mode=job.mode,
                            top_k=k if job.mode != "none" else 0)

@@ -410,3 +410,19 @@ def test_the_command_line_writes_a_split_world_and_refuses_a_cross_table_without
                                 "--families", "6", "--misleading", "--group-size", "6", "--out", str(tmp_path / "x.jsonl")],
                                capture_output=True, text=True, timeout=300)
     assert bad_group.returncode == 2 and "--group-size" in bad_group.stderr and bad_group.stderr.count("\n") == 1
+
+
+def test_a_test_pass_reads_at_its_arms_k(tmp_path):
+    make_world(seed=23, out=tmp_path / "train.jsonl", test_out=tmp_path / "test.jsonl", families=2, tasks=4)
+    tasks, tests = load_tasks(tmp_path / "train.jsonl"), load_tasks(tmp_path / "test.jsonl")
+    settings = settings_for(tmp_path / "train.jsonl", 1, ["similarity"], [0, 2], "truth", tmp_path / "out" / "arms",
+                            Context(), test_path=tmp_path / "test.jsonl")
+    runner = Benchmark(tasks, settings, Context(), tmp_path / "out", test_tasks=tests)
+    runner.prepare()
+    runner.run(progress_out=None)
+    shown = {(r["phase"], r["arm"]): [] for r in runner.records}
+    for r in runner.records:
+        shown[(r["phase"], r["arm"])].append(len(r["cases_used"]))
+    assert set(shown[("test", "similarity@0")]) == {0} and all(r["k"] == 0 for r in runner.records
+                                                               if r["arm"] == "similarity@0")
+    assert max(shown[("test", "similarity@2")]) == 2
