@@ -158,11 +158,11 @@ def plot(stats: dict, iterations: int, path: Path) -> None:
                 means = [100 * s[0] for s in entry[phase][arm]]
                 ax.plot(xs, means, style, marker="o" if phase == "train" else "s", color=f"C{n}", label=f"{arm} {phase}")
                 if phase == "test":
-                    ax.fill_between(xs, [100 * s[1] for s in entry[phase][arm]], [100 * s[2] for s in entry[phase][arm]],
-                                    color=f"C{n}", alpha=0.12)
+                    ax.fill_between(xs, [max(0.0, 100 * s[1]) for s in entry[phase][arm]],
+                                    [min(100.0, 100 * s[2]) for s in entry[phase][arm]], color=f"C{n}", alpha=0.12)
         ax.set(title=f"{kind} worlds ({len(entry['seeds'])} seeds)", xlabel="iteration", xticks=xs, ylim=(0, 100))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (exact match, %): train solid, test dashed")
+    axes[0][0].set_ylabel("accuracy (exact match, %): train solid, test dashed (95% band)")
     axes[0][-1].legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
