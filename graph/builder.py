@@ -7,8 +7,11 @@
 `replan` with the reviewer's feedback. Tool calls and the case are approved inside
 `execute_subtask` and `write_case`.
 
-`build_graph(checkpointer=...)` is for library use; the module-level `graph`, compiled
-without a checkpointer, is what `langgraph dev` serves (it brings its own persistence).
+`build_graph(checkpointer=...)` is for library use: the caller of `invoke` is the operator of its
+process and passes a full `Context`. The module-level `graph` here is the same, compiled without a
+checkpointer. What `langgraph dev` and `langgraph build` serve is `memento.graph.server:graph`,
+built with `operator=`: the operator's settings come from the server's environment, and a run's
+context may only hold a caller's choices (`memento.graph.caller`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, StreamMode
 
+from memento.graph.caller import CallerContext, caller_settings, check_operator_settings
 from memento.graph.context import Context
 from memento.graph.routing import after_execute, after_planning, after_retrieve, after_review
 from memento.graph.state import InputState, OutputState, State
@@ -30,11 +34,18 @@ from memento.nodes import execute_subtask, plan, replan, retrieve_cases, review_
 NODES = ("retrieve_cases", "plan", "review_plan", "execute_subtask", "replan", "write_case")
 
 
-def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]],
+             operator: Context | None = None) -> Callable[..., dict[str, Any]]:
     """`node`, sending `node_started` and `node_finished` events to the `custom` stream. A node
-    stopped by an interrupt, or run again on a resume, starts again: its `node_started` repeats."""
+    stopped by an interrupt, or run again on a resume, starts again: its `node_started` repeats.
+
+    With an `operator`, the run's context holds a caller's choices only: they are checked and laid
+    over the operator's settings before the node sees them (a refused field stops the run here,
+    before anything has started)."""
     @functools.wraps(node)
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        if operator is not None:
+            runtime = runtime.override(context=caller_settings(operator, runtime.context))
         emit = get_stream_writer()
         emit({"event": "node_started", "node": name})
         update = node(state, runtime)
@@ -52,16 +63,24 @@ def build_graph(
     interrupt_after: Sequence[str] | None = None,
     name: str = "memento",
     stream_mode: StreamMode = "values",
+    operator: Context | None = None,
 ) -> CompiledStateGraph:
     """Compile the Memento graph. Pass a checkpointer (e.g. SqliteSaver) to make runs resumable.
 
     `stream_mode` is what `.stream()` yields when no mode is asked for. It is "values" (the whole
     state after each step), not StateGraph's "updates", so that a step chained after the graph
-    (`first | graph | next_step`) receives the finished state when the chain streams."""
-    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+    (`first | graph | next_step`) receives the finished state when the chain streams.
+
+    `operator`: build a graph to serve to others. The run context is then a `CallerContext` (what a
+    caller may choose, shown as a typed form in Studio), laid over these settings; without it the
+    context is a full `Context`, for whoever runs the graph in their own process."""
+    if operator is not None:
+        check_operator_settings(operator)
+    builder = StateGraph(State, context_schema=CallerContext if operator is not None else Context,
+                         input_schema=InputState, output_schema=OutputState)
     for node_name, node in (("retrieve_cases", retrieve_cases), ("plan", plan), ("review_plan", review_plan),
                             ("execute_subtask", execute_subtask), ("replan", replan), ("write_case", write_case)):
-        builder.add_node(node_name, reported(node_name, node))
+        builder.add_node(node_name, reported(node_name, node, operator))
 
     builder.add_edge(START, "retrieve_cases")
     builder.add_conditional_edges("retrieve_cases", after_retrieve)

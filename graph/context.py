@@ -20,6 +20,11 @@ from memento.graph.approval import ApprovalPolicy, PolicyError, parse_policy, po
 from memento.graph.errors import InputError
 
 RETRIEVAL_MODES = ("similarity", "parametric", "utility", "none")
+# The most a caller of the served graph may set (`caller_limits`), unless the operator says otherwise.
+DEFAULT_CALLER_LIMITS: dict[str, float] = {
+    "top_k": 16, "max_cycles": 6, "max_subtasks": 12, "max_tool_calls": 12, "max_planner_retries": 4,
+    "retrieval_temperature": 2.0, "temperature": 2.0,
+}
 
 
 class ConfigError(InputError, ValueError):
@@ -161,6 +166,15 @@ class Context:
     mcp_servers: dict[str, dict[str, Any]] = field(default_factory=default_mcp_servers, metadata={
         "description": "MCP tool servers for the executor, as langchain-mcp-adapters connections."})
 
+    caller_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CALLER_LIMITS), metadata={
+        "description": "Served graph only: the most a caller of the server may set for top_k, max_cycles, "
+                       "max_subtasks, max_tool_calls, max_planner_retries, retrieval_temperature and temperature "
+                       "(a config file's table replaces only the limits it names)."})
+    model_profiles: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
+        "description": "Served graph only: named sets of model settings (planner_model, *_base_url, "
+                       "*_api_key_env, ...) a caller may pick with model_profile; the caller never names an "
+                       "endpoint or a key variable itself."})
+
     approval: dict[str, Any] = field(default_factory=lambda: {"plan": False, "replans": False, "case": False,
                                                               "tools": []}, metadata={
         "description": "Human approval points: plan (the first plan), replans (each new plan), case (the case "
@@ -192,6 +206,9 @@ class Context:
         if self.retrieval_mode not in RETRIEVAL_MODES:
             raise ConfigError(f"setting retrieval_mode must be one of {', '.join(RETRIEVAL_MODES)}, "
                               f"got {self.retrieval_mode!r}")
+        for name in ("caller_limits", "model_profiles"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"setting {name} must be a table")
         try:
             self._policy = parse_policy(self.approval)
         except PolicyError as exc:
@@ -257,7 +274,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not readable TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("mcp_servers", "approval") or not isinstance(value, dict):
+        if key in ("mcp_servers", "approval", "caller_limits", "model_profiles") or not isinstance(value, dict):
             values[key] = value
         else:
             values.update(value)
@@ -277,6 +294,8 @@ def load_context(path: str | Path | None = None, **overrides: Any) -> Context:
     values = read_config_file(path) if path else {}
     if "mcp_servers" in values:
         values["mcp_servers"] = default_mcp_servers() | values["mcp_servers"]
+    if isinstance(values.get("caller_limits"), dict):
+        values["caller_limits"] = DEFAULT_CALLER_LIMITS | values["caller_limits"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return context_from_dict(values, source=str(path) if path else "overrides")
 

@@ -1,6 +1,7 @@
 """`langgraph dev` serves the module-level graph; a run over the LangGraph server API completes."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ pytest.importorskip("langgraph_api", reason="langgraph-cli[inmem] is not install
 from langgraph.pregel.remote import RemoteGraph  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 from langgraph_sdk import get_client, get_sync_client  # noqa: E402
+from langgraph_sdk.errors import AuthenticationError, NotFoundError, PermissionDeniedError  # noqa: E402
 
 from memento.graph import NODES  # noqa: E402
 
@@ -29,13 +31,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def langgraph_dev(folder: Path, **env: str):
+    """`langgraph dev` on a free loopback port, with the operator's settings in its environment."""
     port = _free_port()
     cli = shutil.which("langgraph", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true"}
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true",
+           "MEMENTO_DATA_DIR": str(folder / "data"), **env}
     proc = subprocess.Popen([cli, "dev", "--port", str(port), "--no-browser", "--no-reload",
-                             "--config", str(REPO / "langgraph.json")], cwd=tmp_path, env=env,
+                             "--config", str(REPO / "langgraph.json")], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -57,6 +61,12 @@ def server(tmp_path):
             proc.wait()
 
 
+@pytest.fixture
+def server(tmp_path):
+    with langgraph_dev(tmp_path) as url:
+        yield url
+
+
 async def ready(client) -> None:
     for _ in range(90):  # the graph loads after the port opens
         try:
@@ -75,8 +85,7 @@ def test_run_over_the_server_api(server, tmp_path):
         thread = await client.threads.create()
         nodes = []
         async for part in client.runs.stream(thread["thread_id"], "memento", stream_mode="updates",
-                                             input={"task": "What is 6 * 7?", "ground_truth": "42"},
-                                             context={"data_dir": str(tmp_path / "data")}):
+                                             input={"task": "What is 6 * 7?", "ground_truth": "42"}):
             if part.event == "updates":
                 nodes += list(part.data)
         state = await client.threads.get_state(thread["thread_id"])
@@ -88,8 +97,8 @@ def test_run_over_the_server_api(server, tmp_path):
 
 
 def test_approvals_over_the_server_with_the_sdk_and_remote_graph(server, tmp_path):
-    # The policy and the data folder come with each run as its context, as Studio sends them.
-    context = {"data_dir": str(tmp_path / "data"), "approval": {"plan": True, "case": True}}
+    # The policy comes with each run as its context, as Studio sends it; the data folder is the server's.
+    context = {"approval": {"plan": True, "case": True}}
 
     async def sdk():
         client = get_client(url=server)
@@ -132,3 +141,117 @@ def test_approvals_over_the_server_with_the_sdk_and_remote_graph(server, tmp_pat
                   context=context)
     final = remote.get_state(config)
     assert not final.next and final.values["final_answer"] == "48" and final.values["case_discarded"] is True
+
+
+class Listener:
+    """A loopback HTTP listener that records every request it gets (it should get none)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        seen = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                seen.append(f"{self.command} {self.path} {self.headers.get('Authorization')}")
+                self.send_response(500)
+                self.end_headers()
+
+            do_GET = do_POST = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_caller_chooses_its_own_run_settings_and_nothing_of_the_operators(server, tmp_path, monkeypatch):
+    planted = tmp_path / "planted-by-caller"
+    listener = Listener()
+    attacks = {
+        "mcp_servers": {"x": {"transport": "stdio", "command": "/bin/sh", "args": ["-c", f"id > {planted}"]}},
+        "planner_base_url": listener.url,
+        "planner_api_key_env": "HOME",
+        "data_dir": str(tmp_path / "elsewhere"),
+        "judge_model": "openai-compatible:x",
+        "retriever_path": str(tmp_path / "stolen.pt"),
+    }
+
+    async def scenario():
+        client = get_client(url=server)
+        await ready(client)
+        refused, runs = {}, []
+        task = {"task": "What is 6 * 7?", "ground_truth": "42"}
+        for field, value in attacks.items():
+            thread = (await client.threads.create())["thread_id"]
+            for road in ({"context": {"top_k": 2, field: value}}, {"config": {"configurable": {field: value}}}):
+                try:
+                    await client.runs.create(thread, "memento", input=task, **road)
+                except Exception as exc:  # noqa: BLE001 - the refusal is the point
+                    refused.setdefault(field, []).append(f"{type(exc).__name__}: {exc}")
+            runs += await client.runs.list(thread)
+        thread = (await client.threads.create())["thread_id"]
+        done = await client.runs.wait(thread, "memento", input=task,
+                                      context={"top_k": 2, "retrieval_mode": "utility", "max_cycles": 2})
+        bounded = []
+        for context in ({"top_k": 10_000}, {"retrieval_temperature": "NaN"}, {"max_cycles": True},
+                        {"model_profile": "gpt-unknown"}, {"approval": {"plan": "yes"}}):
+            try:
+                await client.runs.create(thread, "memento", input=task, context=context)
+            except Exception as exc:  # noqa: BLE001
+                bounded.append(str(exc))
+        return refused, runs, done, bounded
+
+    try:
+        refused, runs, done, bounded = asyncio.run(scenario())
+    finally:
+        listener.close()
+    for field in attacks:
+        assert len(refused.get(field, [])) == 2, (field, refused.get(field))  # on both roads
+        assert all("BadRequest" in e and f"'{field}'" in e and "operator" in e for e in refused[field]), refused[field]
+    assert runs == []  # no run was even created
+    assert not planted.exists()  # the would-be command never ran
+    assert listener.requests == []  # and no secret went anywhere
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "stolen.pt").exists()
+    assert done["final_answer"] == "42" and done["reward"] == 1.0  # a caller's own fields still work
+    assert len(bounded) == 5 and "at most 16" in bounded[0] and "model profile" in bounded[3]
+
+
+def test_callers_present_tokens_and_see_only_their_own_threads(tmp_path):
+    with langgraph_dev(tmp_path, MEMENTO_API_TOKEN="alice:token-a, token-b") as url:
+        alice = get_client(url=url, headers={"Authorization": "Bearer token-a"})
+        bob = get_client(url=url, headers={"Authorization": "Bearer token-b"})
+        nobody = get_client(url=url)
+        stranger = get_client(url=url, headers={"Authorization": "Bearer not-a-token"})
+
+        async def scenario():
+            await ready(alice)
+            for client, why in ((nobody, "needs a token"), (stranger, "not accepted")):
+                with pytest.raises(AuthenticationError, match=why):
+                    await client.threads.create()
+            thread = (await alice.threads.create(metadata={"owner": "bob"}))["thread_id"]
+            await alice.runs.wait(thread, "memento", input={"task": "What is 6 * 7?", "ground_truth": "42"},
+                                  context={"approval": {"case": True}})
+            mine = await alice.threads.get(thread)
+            with pytest.raises(NotFoundError):
+                await bob.threads.get(thread)
+            with pytest.raises(NotFoundError):
+                await bob.threads.get_state(thread)
+            with pytest.raises((NotFoundError, PermissionDeniedError)):
+                await bob.runs.create(thread, "memento", command={"resume": {"decisions": [{"type": "approve"}]}})
+            seen_by_bob = await bob.threads.search()
+            waiting = await alice.threads.get_state(thread)
+            return mine, seen_by_bob, waiting
+
+        mine, seen_by_bob, waiting = asyncio.run(scenario())
+    assert mine["metadata"]["owner"] == "alice"  # stamped by the server, whatever the caller sent
+    assert seen_by_bob == [] and waiting["interrupts"]  # bob neither sees it nor answered its approval

@@ -1,0 +1,174 @@
+"""Who may call the LangGraph server that serves Memento, and what each caller may see.
+
+`langgraph.json` names `auth` below, and the LangGraph server (`langgraph dev`, an image made
+with `langgraph build`) runs it on every request:
+
+- **Who you are.** Callers present `Authorization: Bearer TOKEN`. The accepted tokens come from
+  the server's environment variable `MEMENTO_API_TOKEN`, several separated by commas; an entry
+  `NAME:TOKEN` gives that caller the identity NAME, a bare token the identity `caller-` plus a
+  hash of it (a token never lands in a thread's metadata). Tokens are compared in constant time.
+- **Without `MEMENTO_API_TOKEN`**: `langgraph dev` answers callers on the loopback interface
+  only, as one local developer; any other server refuses every request, unless the operator opts
+  out explicitly with `MEMENTO_ALLOW_UNAUTHENTICATED=1` (every caller is then one anonymous user).
+- **What you may touch.** A thread belongs to the caller who created it (`metadata.owner`, set
+  here whatever the caller sent): a caller reads, searches, updates, deletes, runs, streams and
+  resumes only its own threads, approvals included. Assistants (the graph's settings) are the
+  operator's: callers may read them, not create or change them. Cron jobs are refused. Store
+  items live under the caller's own namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from typing import Any
+
+from langgraph_sdk import Auth
+
+TOKENS_VARIABLE = "MEMENTO_API_TOKEN"
+OPT_OUT_VARIABLE = "MEMENTO_ALLOW_UNAUTHENTICATED"
+LOCAL_DEVELOPER = "local-developer"
+
+auth = Auth()
+
+
+def accepted_tokens(raw: str | None) -> dict[str, str]:
+    """token -> identity, from the variable's value (`NAME:TOKEN` or `TOKEN`, comma separated)."""
+    tokens: dict[str, str] = {}
+    for entry in (raw or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, sep, token = entry.partition(":")
+        if not sep:
+            name, token = "", entry
+        token = token.strip()
+        if token:
+            tokens[token] = name.strip() or "caller-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+    return tokens
+
+
+def identify(authorization: str | None, client_host: str | None, environ: Any = os.environ) -> str:
+    """The caller's identity, or `Auth.exceptions.HTTPException` 401 saying what is missing."""
+    tokens = accepted_tokens(environ.get(TOKENS_VARIABLE))
+    if tokens:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise Auth.exceptions.HTTPException(
+                status_code=401, detail="this server needs a token: send Authorization: Bearer TOKEN")
+        match = next((name for token, name in tokens.items()
+                      if hmac.compare_digest(token.encode("utf-8"), presented.strip().encode("utf-8"))), None)
+        if match is None:
+            raise Auth.exceptions.HTTPException(status_code=401, detail="the token is not accepted by this server")
+        return match
+    if environ.get(OPT_OUT_VARIABLE) == "1":
+        return "anonymous"
+    if environ.get("LANGSMITH_LANGGRAPH_API_VARIANT") == "local_dev" and _loopback(client_host):
+        return LOCAL_DEVELOPER
+    raise Auth.exceptions.HTTPException(
+        status_code=401, detail=f"this server has no {TOKENS_VARIABLE}: its operator must set one (or "
+                                f"{OPT_OUT_VARIABLE}=1 to let anyone in)")
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@auth.authenticate
+async def authenticate(authorization: str | None, request: Any) -> Auth.types.MinimalUserDict:
+    client = getattr(request, "client", None)
+    return {"identity": identify(authorization, getattr(client, "host", None)), "permissions": []}
+
+
+@auth.on
+async def refuse_the_rest(ctx: Auth.types.AuthContext, value: Any) -> bool:
+    """Anything no handler below allows is refused (cron jobs, changing assistants)."""
+    return False
+
+
+def _stamp_owner(ctx: Auth.types.AuthContext, value: Any) -> None:
+    """The thread's owner is the caller, whatever metadata it sent."""
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    if metadata is None:
+        metadata = value["metadata"] = {}
+    if not isinstance(metadata, dict):
+        raise Auth.exceptions.HTTPException(status_code=400, detail="thread metadata must be an object")
+    metadata["owner"] = ctx.user.identity
+
+
+@auth.on.threads.create
+async def own_new_threads(ctx: Auth.types.AuthContext, value: Any) -> None:
+    _stamp_owner(ctx, value)
+
+
+@auth.on.threads.update
+async def update_own_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
+    if isinstance(value, dict) and value.get("metadata") is not None:
+        _stamp_owner(ctx, value)  # an update cannot hand a thread to someone else
+    return {"owner": ctx.user.identity}
+
+
+@auth.on.threads.read
+@auth.on.threads.search
+@auth.on.threads.delete
+async def only_own_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
+    return {"owner": ctx.user.identity}
+
+
+@auth.on.threads.create_run
+async def run_own_threads_with_a_callers_settings(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
+    """A run (a new one, or the resume of a waiting one) on the caller's own thread, whose context
+    holds only a caller's settings: anything else is refused here, before the run exists."""
+    refused = run_settings_problem((value or {}).get("kwargs") or {})
+    if refused:
+        raise Auth.exceptions.HTTPException(status_code=400, detail=refused)
+    return {"owner": ctx.user.identity}
+
+
+def run_settings_problem(kwargs: dict[str, Any]) -> str | None:
+    """Why a run request's settings are refused (one line), or None.
+
+    The server mirrors a run's `context` into `config.configurable` (and takes `configurable` as the
+    context when there is none): an operator's setting is refused on either road."""
+    from memento.graph.caller import caller_settings
+    from memento.graph.context import FIELD_NAMES, ConfigError
+
+    configurable = ((kwargs.get("config") or {}).get("configurable") or {})
+    context = kwargs.get("context")
+    if not configurable.get("__context_provided__"):  # no context given: only settings names count
+        context = {k: v for k, v in (context or configurable).items() if k in FIELD_NAMES}
+    try:
+        caller_settings(_operator(), context or None)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+_OPERATOR: list[Any] = []
+
+
+def _operator() -> Any:
+    """The server's own settings (read once, as the served graph reads them)."""
+    if not _OPERATOR:
+        from memento.graph.server import operator_context
+
+        _OPERATOR.append(operator_context())
+    return _OPERATOR[0]
+
+
+@auth.on.assistants.read
+@auth.on.assistants.search
+async def read_assistants(ctx: Auth.types.AuthContext, value: Any) -> bool:
+    return True
+
+
+@auth.on.store
+async def own_namespace(ctx: Auth.types.AuthContext, value: Any) -> None:
+    namespace = tuple(value.get("namespace") or ())
+    if not namespace or namespace[0] != ctx.user.identity:
+        value["namespace"] = (ctx.user.identity, *namespace)
