@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import pwd
 import secrets
@@ -386,6 +387,19 @@ def tree_memory(root: int) -> int:
     return total
 
 
+def wall_seconds(asked: object, limit: float) -> float:
+    """The wall-clock limit of one run: what the call asked for, at most the server's `limit`.
+
+    The value comes from a model: anything but a finite number of seconds above 0 (NaN, an
+    infinity, a negative, a string) is refused, since `min(nan, limit)` is NaN, which no timer
+    ever reaches."""
+    if asked is None:
+        return limit
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not math.isfinite(asked) or asked <= 0:
+        raise ValueError(f"timeout_s must be a finite number of seconds above 0 (at most {limit:g}), got {asked!r}")
+    return min(float(asked), limit)
+
+
 def folder_bytes(root: Path, timeout_s: float = 10.0) -> int | None:
     """Bytes a folder holds on disk, measured by `du` (which walks any depth and never follows
     links); None when it cannot be measured (no `du`, an error, or too slow)."""
@@ -507,10 +521,12 @@ class Sandbox:
         return running + self.limits.processes
 
     def run(self, argv: list[str], wall_s: float | None = None, stdin: bytes | None = None) -> RunResult:
+        # Checked before the lock: a refused value never holds up other runs.
+        wall = wall_seconds(wall_s, self.limits.wall_s)
         # One run at a time (a lock shared by every sandbox of a server): the end-of-run sweep
         # kills every descendant of the server.
         with self._run_lock:
-            return self._run(argv, wall_s, stdin)
+            return self._run(argv, wall, stdin)
 
     def _command(self, argv: list[str]) -> list[str]:
         if self.isolation.backend != "bwrap":
@@ -536,7 +552,7 @@ class Sandbox:
         full = self._over_disk()
         if full:  # nothing runs in a full workspace: its files must be removed first
             return RunResult(None, "", "", 0.0, f"{full}; remove files from it before running code")
-        wall = min(wall_s or limits.wall_s, limits.wall_s)
+        wall = wall_seconds(wall_s, limits.wall_s)
         memory_limit = limits.memory_mb * 2**20
         group = MemoryGroup.create(self.isolation.memory_parent, memory_limit) if self.isolation.memory_parent else None
         ready, go = os.pipe() if group else (-1, -1)

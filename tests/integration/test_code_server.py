@@ -195,3 +195,33 @@ def test_a_deep_tree_is_listed_within_bounds_and_removed_with_the_run(code):
     moved = os.path.realpath(code.workspace)
     remove_workspace(code.workspace)
     assert not os.path.lexists(code.workspace) and not os.path.exists(moved)
+
+
+@pytest.mark.parametrize("isolation", ["rlimit", "bwrap"])
+def test_a_time_limit_from_a_call_is_refused_or_bounded_on_both_backends(toolbox_for, tmp_path, isolation):
+    import time
+
+    from memento.mcp_servers.sandbox import Isolation
+
+    if isolation == "bwrap":
+        try:
+            Isolation.choose("bwrap")
+        except Exception as exc:  # noqa: BLE001 - the reason is the skip's
+            pytest.skip(f"bwrap backend not available: {exc}")
+    servers = {"code": stdio("memento.mcp_servers.code", "--workspace", "{workspace}", "--timeout", "2",
+                             "--isolation", isolation)}
+    box = toolbox_for(servers, workspace=str(tmp_path / "ws"))
+    try:
+        for bad in ("NaN", "nan", "inf", "-inf", float("nan"), 1e309, -1, 0):
+            started = time.monotonic()
+            out = call(box, "run_shell", command="sleep 30", timeout_s=bad)
+            # refused, or (a float NaN the client sends as null) held to the server's 2 s
+            assert out.status == "error" and ("timeout_s must be" in out.text or "limit of 2 s" in out.text), (bad, out)
+            assert time.monotonic() - started < 10
+        started = time.monotonic()
+        out = call(box, "run_shell", command="sleep 30", timeout_s=1000)  # more than the server allows: its 2 s
+        assert out.status == "error" and "limit of 2" in out.text and time.monotonic() - started < 15
+        assert call(box, "run_python", code="print(7)", timeout_s="1.5").text.startswith("exit code: 0")
+    finally:
+        box.close()
+        remove_workspace(tmp_path / "ws")
