@@ -19,13 +19,13 @@ with `langgraph build`) runs it on every request:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import os
 from typing import Any
 
 from langgraph_sdk import Auth
+
+from memento.graph.tokens import accepted_tokens, bearer_identity
 
 TOKENS_VARIABLE = "MEMENTO_API_TOKEN"
 OPT_OUT_VARIABLE = "MEMENTO_ALLOW_UNAUTHENTICATED"
@@ -34,32 +34,15 @@ LOCAL_DEVELOPER = "local-developer"
 auth = Auth()
 
 
-def accepted_tokens(raw: str | None) -> dict[str, str]:
-    """token -> identity, from the variable's value (`NAME:TOKEN` or `TOKEN`, comma separated)."""
-    tokens: dict[str, str] = {}
-    for entry in (raw or "").split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        name, sep, token = entry.partition(":")
-        if not sep:
-            name, token = "", entry
-        token = token.strip()
-        if token:
-            tokens[token] = name.strip() or "caller-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
-    return tokens
-
-
 def identify(authorization: str | None, client_host: str | None, environ: Any = os.environ) -> str:
     """The caller's identity, or `Auth.exceptions.HTTPException` 401 saying what is missing."""
     tokens = accepted_tokens(environ.get(TOKENS_VARIABLE))
     if tokens:
-        scheme, _, presented = (authorization or "").partition(" ")
+        scheme, _, presented = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Auth.exceptions.HTTPException(
                 status_code=401, detail="this server needs a token: send Authorization: Bearer TOKEN")
-        match = next((name for token, name in tokens.items()
-                      if hmac.compare_digest(token.encode("utf-8"), presented.strip().encode("utf-8"))), None)
+        match = bearer_identity(authorization, tokens)
         if match is None:
             raise Auth.exceptions.HTTPException(status_code=401, detail="the token is not accepted by this server")
         return match

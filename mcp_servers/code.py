@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 from mcp.server.fastmcp import Context, FastMCP
 
-from memento.mcp_servers._run import add_transport_options, run_scope, run_server
+from memento.mcp_servers._run import add_transport_options, client_identity, over_http, run_scope, run_server
 from memento.mcp_servers.sandbox import BACKENDS, Isolation, Limits, RunResult, Sandbox, SandboxError, become_subreaper
 from memento.mcp_servers.workspace import list_beneath, open_beneath, read_beneath, relative_parts
 
@@ -46,13 +46,18 @@ class Settings:
     isolation: Isolation | None = None  # chosen at start (or at the first call, used as a library)
     default_workspace: Path | None = None
     workspace_roots: list[str] = []  # where workspaces named by calls may be
+    owners: dict[str, str] = {}  # over HTTP: workspace -> the client that first used it
     sandboxes: dict[str, Sandbox] = {}
     lock = threading.Lock()
 
 
 def sandbox(ctx: Context | None = None) -> Sandbox:
-    """The calling run's sandbox (its workspace from the request), else the server's default."""
+    """The calling run's sandbox (its workspace from the request), else the server's default.
+
+    Over HTTP a workspace belongs to the client (token holder) that first used it: another
+    client's call naming it is refused, so no one runs code or writes files in someone else's."""
     requested = run_scope(ctx).get("workspace") if ctx is not None else None
+    remote = ctx is not None and over_http(ctx)
     with Settings.lock:
         if isinstance(requested, str) and requested:
             workspace = allowed_workspace(requested)
@@ -61,6 +66,11 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
                 Settings.default_workspace = Path(tempfile.mkdtemp(prefix="memento-workspace-"))
             workspace = Settings.default_workspace
         key = str(workspace)
+        if remote:
+            client = client_identity(ctx) or "(no identity)"
+            owner = Settings.owners.setdefault(key, client)
+            if owner != client:
+                raise PermissionError(f"workspace {requested or key} belongs to another client of this server")
         if Settings.isolation is None:
             Settings.isolation = Isolation.choose("auto", Settings.user)
         if key not in Settings.sandboxes:

@@ -1,11 +1,14 @@
 """Read documents as text or markdown over MCP: PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML,
 HTML, plain text, and ZIP archives (list the members, read one).
 
-Paths are confined to allowed roots: the calling run's attached files and workspace, which
-memento's client sends with each call (`memento/run` in the request's `_meta`), plus any given
-as `--allow PATH` (repeatable) or as a JSON list in `MEMENTO_ALLOWED_PATHS`. One server process
-serves many runs; each call sees only its own run's roots. A root may be a file (only it may be
-read) or a folder (anything inside). Output is capped, and a cut says so.
+Paths are confined to allowed roots. The server's own are given as `--allow PATH` (repeatable)
+or as a JSON list in `MEMENTO_ALLOWED_PATHS`. Over stdio (the server answers only the memento
+process that started it), each call adds the calling run's attached files and workspace, which
+memento's client sends with it (`memento/run` in the request's `_meta`): one server process serves
+many runs, and each call sees only its own run's files. Over HTTP, where any holder of a token can
+call, a call's `_meta` may only narrow the server's own roots, never widen them. A root may be a
+file (only it may be read) or a folder (anything inside). Files are found by walking down from a
+root without following any link. Output is capped, and a cut says so.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import io
 import json
 import os
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Callable
 
 from mcp.server.fastmcp import Context, FastMCP
 
-from memento.mcp_servers._run import add_transport_options, run_scope, run_server
-from memento.mcp_servers.workspace import locate, read_beneath
+from memento.mcp_servers._run import add_transport_options, over_http, run_scope, run_server
+from memento.mcp_servers.workspace import PathRefused, list_beneath, locate, read_beneath
 
 MAX_CHARS = 20_000
 MAX_MEMBER_BYTES = 50 * 2**20  # a ZIP member larger than this once unpacked is not read
@@ -30,6 +33,7 @@ MAX_FILE_BYTES = 50 * 2**20
 MAX_UNPACKED_BYTES = 200 * 2**20  # Office files are ZIPs: their parsers unpack everything
 MAX_RATIO = 200  # unpacked / packed, per member of more than a megabyte: a ZIP bomb beyond this
 MAX_ROWS = 2_000
+MAX_LISTED = 2_000
 ZIP_FORMATS = {".docx", ".xlsx", ".xlsm", ".pptx"}
 
 server = FastMCP("memento-documents", log_level="WARNING",
@@ -37,12 +41,40 @@ server = FastMCP("memento-documents", log_level="WARNING",
 extra_roots: list[str] = []
 
 
-def allowed_roots(ctx: Context | None = None) -> list[Path]:
-    """The roots this call may read: the calling run's, then the server's own."""
+def _own_roots() -> list[str]:
+    try:
+        raw = json.loads(os.environ.get("MEMENTO_ALLOWED_PATHS") or "[]")
+    except ValueError:
+        raw = []
+    return [p for p in [*(raw if isinstance(raw, list) else []), *extra_roots] if isinstance(p, str) and p]
+
+
+def _call_paths(ctx: Context | None) -> list[str]:
     scoped = run_scope(ctx).get("allowed_paths") if ctx is not None else None
-    scoped = [p for p in scoped if isinstance(p, str) and p] if isinstance(scoped, list) else []
-    raw = json.loads(os.environ.get("MEMENTO_ALLOWED_PATHS") or "[]")
-    return [Path(p).expanduser() for p in [*scoped, *raw, *extra_roots]]
+    return [p for p in scoped if isinstance(p, str) and p] if isinstance(scoped, list) else []
+
+
+def allowed_roots(ctx: Context | None = None) -> list[Path]:
+    """The roots a file of this call is walked down from: over stdio the calling run's and the
+    server's own; over HTTP the server's own only (`narrowing` then applies the call's)."""
+    if ctx is not None and over_http(ctx):
+        return [Path(p).expanduser() for p in _own_roots()]
+    return [Path(p).expanduser() for p in [*_call_paths(ctx), *_own_roots()]]
+
+
+def narrowing(ctx: Context | None) -> list[PurePath] | None:
+    """Over HTTP, the paths a call's `_meta` limits it to (inside the server's own roots), else None."""
+    if ctx is None or not over_http(ctx):
+        return None
+    paths = _call_paths(ctx)
+    return [PurePath(os.path.normpath(os.path.abspath(os.path.expanduser(p)))) for p in paths] or None
+
+
+def _inside(path: str, limits: list[PurePath] | None) -> bool:
+    if limits is None:
+        return True
+    wanted = PurePath(os.path.normpath(os.path.abspath(os.path.expanduser(path))))
+    return any(wanted == limit or wanted.is_relative_to(limit) for limit in limits)
 
 
 def cap(text: str, max_chars: int) -> str:
@@ -203,6 +235,8 @@ def convert(name: str, data: bytes) -> str:
 def open_allowed(path: str, ctx: Context | None = None) -> tuple[str, bytes]:
     """(file name, contents) of an allowed file, read without following any link below its root
     and only if it is a regular file (see `workspace.open_beneath`)."""
+    if not _inside(path, narrowing(ctx)):
+        raise PathRefused(f"{path} is outside the files this run may read")
     root, parts = locate(allowed_roots(ctx), path)
     data = read_beneath(root, parts, MAX_FILE_BYTES, shown=path)
     if len(data) > MAX_FILE_BYTES:
@@ -225,13 +259,18 @@ def check_archive(archive: zipfile.ZipFile, name: str) -> None:
 @server.tool()
 def list_documents(ctx: Context) -> str:
     """List the files this run may read."""
-    out = []
+    out: list[str] = []
+    limits = narrowing(ctx)
     for root in allowed_roots(ctx):
-        if root.is_dir():
-            out += [str(p) for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".memento")]
-        elif root.is_file():
+        if os.path.isfile(root):
             out.append(str(root))
-    return "\n".join(out) or "(no files)"
+        elif os.path.isdir(root):
+            # Walked from held folder descriptors, never through a link, and bounded.
+            entries, cut = list_beneath(root, ".", MAX_LISTED)
+            out += [str(root / e) for e in entries if not e.endswith("/") and not PurePath(e).name.startswith(".memento")]
+            if cut:
+                out.append(f"[listing of {root} cut at {MAX_LISTED} entries]")
+    return "\n".join(p for p in out if p.startswith("[") or _inside(p, limits)) or "(no files)"
 
 
 @server.tool()

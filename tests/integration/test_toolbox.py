@@ -1,5 +1,6 @@
 """How the executor reaches its tools: held sessions, crash recovery, configuration."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -52,12 +53,14 @@ def test_tool_errors_are_results_not_exceptions(toolbox_for):
     assert call(box, "no_such_tool").status == "error"
 
 
-def test_a_third_party_http_server_by_configuration_alone(toolbox_for):
+def test_a_third_party_http_server_by_configuration_alone(toolbox_for, monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    monkeypatch.setenv("TEST_MCP_TOKEN", "tok-for-math")
     server = subprocess.Popen([sys.executable, "-m", "memento.mcp_servers.math", "--transport", "streamable-http",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "MEMENTO_MCP_TOKEN": "tok-for-math"})
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -66,7 +69,8 @@ def test_a_third_party_http_server_by_configuration_alone(toolbox_for):
                 break
             except OSError:
                 time.sleep(0.2)
-        box = toolbox_for({"remote-math": {"transport": "streamable_http", "url": f"http://127.0.0.1:{port}/mcp"}})
+        box = toolbox_for({"remote-math": {"transport": "streamable_http", "url": f"http://127.0.0.1:{port}/mcp",
+                                           "headers": {"Authorization": "Bearer ${TEST_MCP_TOKEN}"}}})
         assert call(box, "calculate", expression="6 * 7").text == "42"
     finally:
         server.terminate()

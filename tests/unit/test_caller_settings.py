@@ -3,9 +3,10 @@
 import pytest
 from langgraph_sdk import Auth
 
-from memento.graph.auth import LOCAL_DEVELOPER, accepted_tokens, identify
+from memento.graph.auth import LOCAL_DEVELOPER, identify
 from memento.graph.caller import CALLER_FIELDS, caller_settings, check_operator_settings
 from memento.graph.context import FIELD_NAMES, ConfigError, Context
+from memento.graph.tokens import accepted_tokens
 
 OPERATOR = Context(data_dir="/srv/memento", top_k=4, caller_limits={"top_k": 8},
                    model_profiles={"small": {"planner_model": "ollama:qwen2.5:7b", "temperature": 0.2}})
