@@ -32,6 +32,7 @@ from typing_extensions import NotRequired, TypedDict
 
 DecisionType = Literal["approve", "edit", "reject"]
 DECISIONS: tuple[str, ...] = ("approve", "edit", "reject")
+DECISION_KEYS = {"approve": {"type"}, "reject": {"type", "message"}, "edit": {"type", "edited_action"}}
 POINTS = ("plan", "tools", "case")
 PLAN_ACTION = "plan"
 CASE_ACTION = "write_case"
@@ -215,6 +216,9 @@ def check_response(request: ApprovalRequest, response: Any, max_subtasks: int = 
         response = {"decisions": response}
     if not isinstance(response, dict) or not isinstance(response.get("decisions"), list):
         raise AnswerError('the answer must be {"decisions": [...]}, one decision per action request')
+    if set(response) != {"decisions"}:
+        extra = sorted(str(k)[:40] for k in set(response) - {"decisions"})
+        raise AnswerError(f'the answer holds {", ".join(extra)} beside "decisions": give only {{"decisions": [...]}}')
     decisions = response["decisions"]
     if len(decisions) != len(actions):
         raise AnswerError(f"{len(decisions)} decision(s) given for {len(actions)} action request(s): give one each, "
@@ -224,7 +228,11 @@ def check_response(request: ApprovalRequest, response: Any, max_subtasks: int = 
         where = f"decision {n} ({action['name']})"
         kind = decision.get("type") if isinstance(decision, dict) else None
         if kind not in DECISIONS:
-            raise AnswerError(f"{where}: unknown decision type {kind!r}: use approve, edit or reject")
+            raise AnswerError(f"{where}: unknown decision type {str(kind)[:40]!r}: use approve, edit or reject")
+        extra = sorted(str(k)[:40] for k in set(decision) - DECISION_KEYS[kind])
+        if extra:
+            raise AnswerError(f"{where}: a {kind} takes only {', '.join(sorted(DECISION_KEYS[kind]))}, not "
+                              f"{', '.join(extra)}")
         if kind not in config["allowed_decisions"]:
             raise AnswerError(f"{where}: {kind} is not allowed here; allowed: {', '.join(config['allowed_decisions'])}")
         if kind == "approve":
@@ -241,12 +249,15 @@ def check_response(request: ApprovalRequest, response: Any, max_subtasks: int = 
             if edited.get("name", action["name"]) != action["name"]:
                 raise AnswerError(f"{where}: an edit may change the arguments, not the action "
                                   f"({edited.get('name')!r} given for {action['name']!r})")
-            args = _check_edit(request["point"], edited["args"], where, max_subtasks)
+            if set(edited) - {"name", "args"}:
+                raise AnswerError(f'{where}: "edited_action" takes only name and args')
+            args = _check_edit(request["point"], edited["args"], where, max_subtasks, action, config)
             checked.append({"type": "edit", "edited_action": {"name": action["name"], "args": args}})
     return checked
 
 
-def _check_edit(point: str, args: dict[str, Any], where: str, max_subtasks: int) -> dict[str, Any]:
+def _check_edit(point: str, args: dict[str, Any], where: str, max_subtasks: int,
+                action: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
     if point == "plan":
         subtasks = args.get("subtasks")
         if (not isinstance(subtasks, list) or not subtasks
@@ -260,6 +271,9 @@ def _check_edit(point: str, args: dict[str, Any], where: str, max_subtasks: int)
         unknown = sorted(set(args) - {"reward", "final_answer", "task", "score"})
         if unknown:
             raise AnswerError(f"{where}: a case edit may set reward and final_answer, not {', '.join(unknown)}")
+        if "reward" not in args and "final_answer" not in args:
+            raise AnswerError(f"{where}: a case edit must set reward or final_answer (or both); to store the case "
+                              "as it is, approve it")
         out: dict[str, Any] = {}
         if "reward" in args:
             reward = args["reward"]
@@ -272,6 +286,14 @@ def _check_edit(point: str, args: dict[str, Any], where: str, max_subtasks: int)
                 raise AnswerError(f"{where}: final_answer must be a non-empty string")
             out["final_answer"] = answer.strip()
         return out
+    # A tool call: the edit is the call's whole new arguments, and must keep what the tool needs.
+    required = ((config or {}).get("args_schema") or {}).get("required") or []
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise AnswerError(f"{where}: the edited call lacks {', '.join(missing)}, which the tool needs")
+    if not args and (action or {}).get("args"):
+        raise AnswerError(f"{where}: an edit with no arguments would drop all of the call's: give the edited "
+                          "arguments, or approve or reject the call")
     return dict(args)
 
 

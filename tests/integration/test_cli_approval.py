@@ -42,6 +42,15 @@ def test_run_waits_threads_lists_it_and_resume_answers_each_point(tmp_path):
     assert tool.returncode == EXIT_WAITING, tool.stderr
     assert "answer: 42" in tool.stdout and "reward: 1" in tool.stdout
     assert case_bank_for(Context(data_dir=data)).count() == 0  # nothing stored before its approval
+    # An empty or shapeless edit of the case is not an approval: refused, the case still waits, nothing stored.
+    for content, why in (({}, "must set reward or final_answer"), ({"score": {}}, "must set reward or final_answer"),
+                         ({"decisions": [{"type": "edit", "edited_action": {"args": {}}}]}, "must set reward"),
+                         ({"decisions": [{"type": "approve", "reward": 1}]}, "takes only type"),
+                         ({"decisions": [{"type": "approve"}], "reward": 1}, "beside")):
+        edit.write_text(json.dumps(content), encoding="utf-8")
+        one_line_error(memento("resume", "ask", "--data-dir", data, "--edit", str(edit)), "answer refused", why)
+        assert json.loads(memento("threads", "--data-dir", data, "--json").stdout)[0]["interrupt"]["point"] == "case"
+    assert case_bank_for(Context(data_dir=data)).count() == 0
     case = memento("resume", "ask", "--data-dir", data, "--reject", "a test run", "--json")
     assert case.returncode == 0, case.stderr
     outcome = json.loads(case.stdout)

@@ -80,3 +80,22 @@ def test_checked_answers_are_normalised_and_bad_ones_name_the_problem():
     for bad in ({"reward": -0.1}, {"reward": "1"}, {"final_answer": " "}, {"plan": []}):
         with pytest.raises(AnswerError):
             check_response(case, edit_response(case, bad))
+
+
+def test_a_decision_must_be_explicit_and_complete():
+    case = case_request("task", "answer", {"reward": 1.0, "scored_by": "ground_truth"})
+    for bad, why in (({}, "must set reward or final_answer"), ({"task": "x"}, "must set reward or final_answer"),
+                     ({"decisions": [{"type": "edit", "edited_action": {"args": {}}}]}, "must set reward"),
+                     ({"decisions": [{"type": "edit", "edited_action": {"args": {"reward": 1}, "x": 1}}]}, "only name"),
+                     ({"decisions": [{"type": "approve", "edited_action": {}}]}, "takes only type"),
+                     ({"decisions": [{"type": "reject", "message": "no", "reward": 0}]}, "takes only"),
+                     ({"decisions": [{"type": "approve"}], "extra": 1}, "beside"),
+                     ({"decisions": [{}]}, "unknown decision type"),
+                     ({"decisions": [{"type": ["approve"]}]}, "unknown decision type")):
+        with pytest.raises(AnswerError, match=why):
+            check_response(case, edit_response(case, bad) if "decisions" not in bad else bad)
+    tool = tools_request([{"name": "run_python", "args": {"code": "print(1)"}}], [("approve", "edit", "reject")])
+    with pytest.raises(AnswerError, match="drop all"):
+        check_response(tool, edit_response(tool, {}))
+    assert check_response(tool, edit_response(tool, {"code": "print(2)"}))[0]["edited_action"]["args"] == {
+        "code": "print(2)"}
