@@ -406,6 +406,20 @@ def _fail(args: argparse.Namespace, message: str) -> None:
         print(json.dumps({"status": "error", "error": message}))
 
 
+def _storage_message(args: argparse.Namespace, exc: BaseException) -> str | None:
+    """One line for a failure that comes from the disk under the data folder, or None."""
+    from memento.graph.storage import storage_problem, what_to_do
+
+    try:
+        folder = _context(args).resolved_data_dir()
+    except Exception:  # noqa: BLE001 - the settings may be what failed; the current folder is a fair guess
+        folder = Path.cwd()
+    problem = storage_problem(exc, folder)
+    if problem is None or str(exc).startswith(problem):
+        return None
+    return f"{problem}: {what_to_do(problem)}, then run the command again; nothing stored was lost"
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -424,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(args, str(exc))
         return EXIT_CONFIG
     except RunError as exc:
-        _fail(args, str(exc))
+        _fail(args, _storage_message(args, exc) or str(exc))
         if args.command == "bench" and getattr(args, "out", None):
             print("memento: what ran is recorded; fix the cause, then run the same command to continue", file=sys.stderr)
         if getattr(args, "thread_id", None):
@@ -447,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unforeseen: one line, the traceback only on request
         if os.environ.get("MEMENTO_DEBUG"):
             raise
+        if stored := _storage_message(args, exc):  # a full disk, a read-only folder: not a crash, not damage
+            _fail(args, stored)
+            if getattr(args, "thread_id", None):
+                print(f"memento: the run is checkpointed; fix the cause, then `memento resume {args.thread_id}`",
+                      file=sys.stderr)
+            return EXIT_RUN_ERROR
         reason = " ".join(str(exc).split())[:300]
         _fail(args, f"unexpected {type(exc).__name__}: {reason} (set MEMENTO_DEBUG=1 for the traceback)")
         if getattr(args, "thread_id", None):

@@ -16,13 +16,20 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from memento.cli.render import Progress
 from memento.graph.builder import NODES, build_graph
 from memento.graph.context import ConfigError, Context, context_from_dict, read_config_file
+from memento.graph.errors import RunError
+from memento.graph.storage import folder_condition, storage_problem, what_to_do
 from memento.mcp_servers.client import redact_secrets
 
 SETTINGS_KEY = "memento_settings"
 
 
+class StorageError(RunError, OSError):
+    """The disk under the data folder cannot take a write now (full, read-only, a permission)."""
+
+
 def check_checkpoint_file(ctx: Context) -> None:
-    """A one-line error for a checkpoint file SQLite cannot read (corrupted, or not a database)."""
+    """A one-line error for a checkpoint file SQLite cannot read: the disk (full, read-only, a
+    permission), which is fixed and then resumed, told apart from a file that is not a database."""
     path = ctx.checkpoint_path()
     if not path.exists():
         return
@@ -30,8 +37,12 @@ def check_checkpoint_file(ctx: Context) -> None:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"checkpoint file {path} is unreadable ({exc}): its runs cannot be resumed; move it aside "
-                          "to start new runs") from None
+        problem = storage_problem(exc, path.parent) or folder_condition(path.parent)
+        if problem:
+            raise StorageError(f"{problem}: {what_to_do(problem)}, then run the command again; the checkpoints in "
+                               f"{path} are kept and their runs resume") from None
+        raise ConfigError(f"checkpoint file {path} cannot be read as a SQLite database ({exc}): its runs cannot be "
+                          "resumed from it; keep it for recovery, and give another --data-dir for new runs") from None
 
 
 @contextmanager

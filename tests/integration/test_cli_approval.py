@@ -100,8 +100,9 @@ def test_a_corrupted_checkpoint_file_is_one_clear_line(tmp_path):
     (data / "checkpoints.sqlite").write_bytes(b"this is not a database" * 100)
     for args in (("run", "What is 6 * 7?"), ("resume", "some-thread"), ("threads",)):
         done = memento(*args, "--data-dir", str(data))
-        line = one_line_error(done, "checkpoint file", "unreadable", "move it aside")
+        line = one_line_error(done, "checkpoint file", "cannot be read as a SQLite database", "keep it")
         assert "memento resume" not in line and done.returncode == 2  # no hint that cannot work
+        assert "move it aside" not in line and "delete" not in line  # no advice to throw a file away
 
 
 def test_interactive_without_input_says_what_is_asked_and_waits(tmp_path):
