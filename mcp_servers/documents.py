@@ -1,7 +1,9 @@
 """Read documents as text or markdown over MCP: PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML,
 HTML, plain text, and ZIP archives (list the members, read one).
 
-Paths are confined to allowed roots. The server's own are given as `--allow PATH` (repeatable)
+Documents are parsed in worker processes under memory, CPU and time limits (`--parse-*`, see
+`parsing`), so a hostile file costs at most those and never holds the server. Paths are confined
+to allowed roots. The server's own are given as `--allow PATH` (repeatable)
 or as a JSON list in `MEMENTO_ALLOWED_PATHS`. Over stdio (the server answers only the memento
 process that started it), each call adds the calling run's attached files and workspace, which
 memento's client sends with it (`memento/run` in the request's `_meta`): one server process serves
@@ -14,17 +16,21 @@ root without following any link. Output is capped, and a cut says so.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Callable
 
+import anyio
 from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, over_http, run_scope, run_server
+from memento.mcp_servers.parsing import ParseLimits, ParserPool
 from memento.mcp_servers.workspace import PathRefused, list_beneath, locate, read_beneath
 
 MAX_CHARS = 20_000
@@ -34,6 +40,8 @@ MAX_UNPACKED_BYTES = 200 * 2**20  # Office files are ZIPs: their parsers unpack 
 MAX_RATIO = 200  # unpacked / packed, per member of more than a megabyte: a ZIP bomb beyond this
 MAX_ROWS = 2_000
 MAX_LISTED = 2_000
+LISTING = "\x00listing"  # asks a parser worker for a ZIP's member list instead of its text
+PARSERS: ParserPool | None = None
 ZIP_FORMATS = {".docx", ".xlsx", ".xlsm", ".pptx"}
 
 server = FastMCP("memento-documents", log_level="WARNING",
@@ -220,6 +228,9 @@ READERS: dict[str, Callable[[bytes], str]] = {
 
 
 def convert(name: str, data: bytes) -> str:
+    """A document's text (run in a parser worker; see `parse`)."""
+    if name.endswith(LISTING):
+        return _zip_listing(name.removesuffix(LISTING), data)
     suffix = PurePosixPath(name.lower()).suffix
     reader = READERS.get(suffix, read_text)
     if suffix in ZIP_FORMATS and zipfile.is_zipfile(io.BytesIO(data)):
@@ -227,6 +238,8 @@ def convert(name: str, data: bytes) -> str:
             check_archive(archive, name)  # before the parser unpacks it all
     try:
         return reader(data)
+    except MemoryError:
+        raise  # the parser worker's limit: said as such, and the worker replaced
     except Exception as exc:  # a broken file of a known type: say which, not a traceback
         raise ValueError(f"cannot read {name} as {PurePosixPath(name).suffix or 'text'}: "
                          f"{type(exc).__name__}: {exc}") from None
@@ -235,9 +248,14 @@ def convert(name: str, data: bytes) -> str:
 def open_allowed(path: str, ctx: Context | None = None) -> tuple[str, bytes]:
     """(file name, contents) of an allowed file, read without following any link below its root
     and only if it is a regular file (see `workspace.open_beneath`)."""
-    if not _inside(path, narrowing(ctx)):
+    return open_within(path, allowed_roots(ctx), narrowing(ctx))
+
+
+def open_within(path: str, roots: list[Path], limits: list[PurePath] | None) -> tuple[str, bytes]:
+    """`open_allowed` with the call's roots already worked out (so it can run in a thread)."""
+    if not _inside(path, limits):
         raise PathRefused(f"{path} is outside the files this run may read")
-    root, parts = locate(allowed_roots(ctx), path)
+    root, parts = locate(roots, path)
     data = read_beneath(root, parts, MAX_FILE_BYTES, shown=path)
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"{path} is over {MAX_FILE_BYTES} bytes; such files are not read")
@@ -245,7 +263,8 @@ def open_allowed(path: str, ctx: Context | None = None) -> tuple[str, bytes]:
 
 
 def check_archive(archive: zipfile.ZipFile, name: str) -> None:
-    """Refuse archives that would unpack to far more than they weigh."""
+    """Refuse archives that would unpack to far more than they weigh: by what the headers say,
+    then by unpacking (headers can lie), counting, and stopping at the bound."""
     members = archive.infolist()
     total = sum(i.file_size for i in members)
     if total > MAX_UNPACKED_BYTES:
@@ -254,6 +273,14 @@ def check_archive(archive: zipfile.ZipFile, name: str) -> None:
         if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise ValueError(f"{name}: member {info.filename} is compressed {info.file_size // max(info.compress_size, 1)}"
                              " times over; refused as a likely ZIP bomb")
+    unpacked = 0
+    for info in members:
+        with archive.open(info) as member:
+            while chunk := member.read(2**20):
+                unpacked += len(chunk)
+                if unpacked > MAX_UNPACKED_BYTES:
+                    raise ValueError(f"{name} unpacks to more than {MAX_UNPACKED_BYTES} bytes (more than its "
+                                     "headers say); at most that many are read")
 
 
 @server.tool()
@@ -273,14 +300,29 @@ def list_documents(ctx: Context) -> str:
     return "\n".join(p for p in out if p.startswith("[") or _inside(p, limits)) or "(no files)"
 
 
+def parser_pool() -> ParserPool:
+    """The worker processes that parse documents (made on first use, with the server's limits)."""
+    global PARSERS
+    if PARSERS is None:
+        PARSERS = ParserPool(convert, ParseLimits())
+        atexit.register(PARSERS.close)
+    return PARSERS
+
+
+async def parse(name: str, data: bytes) -> str:
+    """A document's text, parsed in a worker process under the server's limits, off the event loop,
+    so other runs' calls are answered meanwhile."""
+    return await anyio.to_thread.run_sync(parser_pool().parse, name, data)
+
+
 @server.tool()
-def read_document(path: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
+async def read_document(path: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
     """Read a document as text or markdown (PDF, DOCX, XLSX, CSV, PPTX, JSON, JSONL, XML, HTML,
     text). For a ZIP archive this lists its members; read one with read_zip_member."""
-    name, data = open_allowed(path, ctx)
+    name, data = await anyio.to_thread.run_sync(open_within, path, allowed_roots(ctx), narrowing(ctx))
     if zipfile.is_zipfile(io.BytesIO(data)) and Path(name).suffix.lower() not in ZIP_FORMATS:
-        return cap(_zip_listing(name, data), max_chars)
-    return cap(convert(name, data), max_chars)
+        return cap(await parse(f"{name}{LISTING}", data), max_chars)
+    return cap(await parse(name, data), max_chars)
 
 
 def _zip_listing(name: str, data: bytes) -> str:
@@ -290,9 +332,13 @@ def _zip_listing(name: str, data: bytes) -> str:
 
 
 @server.tool()
-def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
+async def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS, ctx: Context | None = None) -> str:
     """Read one member of a ZIP archive as text or markdown, by its name in the listing."""
-    name, data = open_allowed(path, ctx)
+    name, data = await anyio.to_thread.run_sync(open_within, path, allowed_roots(ctx), narrowing(ctx))
+    return cap(await parse(member, await anyio.to_thread.run_sync(_unzip_member, name, data, member)), max_chars)
+
+
+def _unzip_member(name: str, data: bytes, member: str) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         try:
             info = archive.getinfo(member)
@@ -304,16 +350,41 @@ def read_zip_member(path: str, member: str, max_chars: int = MAX_CHARS, ctx: Con
             data = handle.read(MAX_MEMBER_BYTES + 1)  # the header's size may lie
         if len(data) > MAX_MEMBER_BYTES:
             raise ValueError(f"{member} unpacks to more than {MAX_MEMBER_BYTES} bytes")
-    return cap(convert(member, data), max_chars)
+    return data
+
+
+def add_parse_options(parser: argparse.ArgumentParser) -> None:
+    defaults = ParseLimits()
+    parser.add_argument("--parse-memory-mb", type=int, default=defaults.memory_mb, metavar="MB",
+                        help=f"address space of a parser worker (default {defaults.memory_mb})")
+    parser.add_argument("--parse-cpu", type=int, default=defaults.cpu_s, metavar="S",
+                        help=f"CPU seconds to parse one document (default {defaults.cpu_s})")
+    parser.add_argument("--parse-timeout", type=float, default=defaults.wall_s, metavar="S",
+                        help=f"seconds to parse one document, waiting included (default {defaults.wall_s:g})")
+    parser.add_argument("--parse-workers", type=int, default=defaults.workers, metavar="N",
+                        help=f"documents parsed at once (default {defaults.workers})")
+
+
+def parse_limits(args: argparse.Namespace) -> ParseLimits:
+    for name in ("parse_memory_mb", "parse_cpu", "parse_timeout", "parse_workers"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be a number above 0, got {value!r}")
+    return ParseLimits(memory_mb=args.parse_memory_mb, cpu_s=args.parse_cpu, wall_s=args.parse_timeout,
+                       workers=args.parse_workers)
 
 
 def main() -> None:
+    global PARSERS
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--allow", action="append", default=[], metavar="PATH",
                         help="a file or folder the server may read (repeatable)")
+    add_parse_options(parser)
     add_transport_options(parser)
     args = parser.parse_args()
     extra_roots.extend(args.allow)
+    PARSERS = ParserPool(convert, parse_limits(args))
+    atexit.register(PARSERS.close)
     run_server(server, args)
 
 

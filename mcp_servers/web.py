@@ -20,7 +20,7 @@ import httpx
 from mcp.server.fastmcp import FastMCP
 
 from memento.mcp_servers._run import add_transport_options, run_server
-from memento.mcp_servers.documents import cap, convert, html_to_markdown, html_to_text
+from memento.mcp_servers.documents import cap, html_to_markdown, html_to_text, parse
 
 USER_AGENT = "memento-web/0.1 (+https://github.com/; MCP fetch tool)"
 
@@ -121,7 +121,7 @@ async def fetch_page(url: str, format: str = "markdown", max_chars: int = 20_000
         text = html_to_text(html) if format == "text" else html_to_markdown(html)
     else:
         suffix = {"application/pdf": ".pdf", "application/json": ".json", "text/csv": ".csv"}.get(kind, ".txt")
-        text = convert(f"page{suffix}", body)
+        text = await parse(f"page{suffix}", body)  # in a parser worker, under its limits
     header = f"URL: {final}\n" + (f"[body cut at {settings.max_bytes} bytes]\n" if truncated else "")
     return cap(header + "\n" + text, max_chars)
 

@@ -143,3 +143,73 @@ def test_zip_bombs_are_refused(docs):
     inner = call(docs, "read_zip_member", path=str(docs.folder / "outer.zip"), member="inner/bomb.docx")
     assert inner.status == "error" and "likely ZIP bomb" in inner.text
     assert call(docs, "list_documents").status == "success"  # the server is still there
+
+
+def make_heavy_docx(path, megabytes=190):
+    """A valid .docx whose document.xml is about `megabytes` MB of words from a small vocabulary:
+    it compresses about 12 times, so it passes the ZIP checks (under 200 MB unpacked, under 200x)
+    and a parser must hold all of it, several times over."""
+    import random
+
+    rng = random.Random(7)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "theta", "zeta", "iota",
+             "rho", "tau", "phi", "chi", "psi"]
+    # many small paragraphs: a parser's tree costs far more per byte than the text
+    paragraph = "".join(f"<w:p><w:r><w:t>{' '.join(rng.choices(words, k=3))}</w:t></w:r></w:p>" for _ in range(20_000))
+    header = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+              '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("[Content_Types].xml", '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.'
+                         'openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="applica'
+                         'tion/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="app'
+                         'lication/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlf'
+                         'ormats-officedocument.wordprocessingml.document.main+xml"/></Types>')
+        archive.writestr("_rels/.rels", '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+                         'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.'
+                         'openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.x'
+                         'ml"/></Relationships>')
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            member.write(header.encode())
+            block = paragraph.encode()
+            for _ in range(megabytes * 2**20 // len(block)):
+                member.write(block)
+            member.write(b"</w:body></w:document>")
+
+
+def test_a_heavy_office_file_costs_its_limits_and_holds_no_one_up(toolbox_for, tmp_path):
+    import threading
+    import time
+
+    heavy = tmp_path / "heavy.docx"
+    make_heavy_docx(heavy)
+    assert heavy.stat().st_size < 50 * 2**20  # under the largest file the server reads
+    (tmp_path / "small.csv").write_text("a,b\n1,2\n")
+    servers = {"documents": stdio("memento.mcp_servers.documents", "--allow", str(tmp_path), "--parse-memory-mb",
+                                  "1024", "--parse-cpu", "20", "--parse-timeout", "40")}
+    box = toolbox_for(servers)
+    outcome = {}
+
+    def read_heavy():
+        started = time.monotonic()
+        outcome["answer"] = call(box, "read_document", path=str(heavy))
+        outcome["seconds"] = time.monotonic() - started
+
+    call(box, "read_document", path=str(tmp_path / "small.csv"))  # the workers are started
+    reader = threading.Thread(target=read_heavy)
+    reader.start()
+    time.sleep(0.5)  # the heavy file is being read and parsed now
+    others = []
+    while reader.is_alive() and len(others) < 5:
+        started = time.monotonic()
+        answer = call(box, "read_document", path=str(tmp_path / "small.csv"))
+        listed = call(box, "list_documents")
+        others.append((time.monotonic() - started, answer.text, listed.text))
+    reader.join(timeout=120)
+    answer = outcome["answer"]
+    assert answer.status == "error" and "heavy.docx" in answer.text, answer.text
+    assert "memory" in answer.text or "CPU" in answer.text or "longer than" in answer.text
+    assert outcome["seconds"] < 60
+    assert others, "the heavy file was done before anything else could be asked"
+    for seconds, text, listed in others:
+        assert seconds < 5 and "| 1 | 2 |" in text and "small.csv" in listed  # answered meanwhile
+    assert "| 1 | 2 |" in call(box, "read_document", path=str(tmp_path / "small.csv")).text  # and after
