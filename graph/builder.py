@@ -25,7 +25,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, StreamMode
 
-from memento.graph.caller import CallerContext, caller_settings, check_operator_settings
+from memento.graph.caller import CallerContext, caller_settings, check_caller_files, check_operator_settings
 from memento.graph.context import Context
 from memento.graph.routing import after_execute, after_planning, after_retrieve, after_review
 from memento.graph.state import InputState, OutputState, State
@@ -46,6 +46,8 @@ def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         if operator is not None:
             runtime = runtime.override(context=caller_settings(operator, runtime.context))
+            if name == "retrieve_cases":  # the run's inputs: files only from the operator's input_roots
+                check_caller_files(operator, state.get("files"))
         emit = get_stream_writer()
         emit({"event": "node_started", "node": name})
         update = node(state, runtime)

@@ -15,6 +15,8 @@ pass a full `Context`.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -66,6 +68,34 @@ CALLER_FIELDS = frozenset(CallerContext.__annotations__)
 _INTS = {"top_k": 0, "max_cycles": 1, "max_subtasks": 1, "max_tool_calls": 1, "max_planner_retries": 0}
 _FLOATS = ("retrieval_temperature", "temperature")
 _BOOLS = ("distinct_source_tasks", "write_cases", "online_learning")
+
+
+MAX_APPROVAL_TOOLS = 100  # patterns a caller's approval policy may name, each at most 200 characters
+MAX_FILES = 32  # files a caller may attach to one run
+
+
+def check_caller_files(operator: Context, files: Any) -> None:
+    """A caller's attached files: each must be a regular file below one of the operator's
+    `input_roots`, reached from the root without following any link (so a link planted there
+    leads nowhere); ConfigError naming the first that is not."""
+    if not files:
+        return
+    if not isinstance(files, list) or len(files) > MAX_FILES or not all(isinstance(f, str) and f for f in files):
+        raise ConfigError(f"'files' must be a list of at most {MAX_FILES} paths")
+    from memento.mcp_servers.workspace import PathRefused, locate, open_beneath
+
+    roots = [Path(r).expanduser() for r in operator.input_roots if Path(r).expanduser().is_dir()]
+    for path in files:
+        shown = path[:200]
+        if not roots:
+            raise ConfigError(f"attached file {shown!r} refused: this server takes no files from callers (its "
+                              "operator sets input_roots for that)")
+        try:
+            root, parts = locate(roots, path)
+            os.close(open_beneath(root, parts, os.O_RDONLY | os.O_NONBLOCK, shown=shown))
+        except (PathRefused, OSError) as exc:
+            raise ConfigError(f"attached file {shown!r} refused: it must be a regular file inside "
+                              f"{' or '.join(map(str, roots))}, reached without links ({exc})") from None
 
 
 def check_operator_settings(ctx: Context) -> None:
@@ -121,6 +151,12 @@ def caller_settings(operator: Context, caller: Any) -> Context:
         elif key == "retrieval_mode":
             if value not in RETRIEVAL_MODES:
                 raise ConfigError(f"run context field 'retrieval_mode' must be one of {', '.join(RETRIEVAL_MODES)}")
+        elif key == "approval":
+            tools = value.get("tools") if isinstance(value, dict) else None
+            if tools is not None and (len(tools) > MAX_APPROVAL_TOOLS
+                                      or any(len(str(t)) > 200 for t in tools)):
+                raise ConfigError(f"run context field 'approval' names at most {MAX_APPROVAL_TOOLS} tool patterns of "
+                                  "at most 200 characters")
         elif key == "model_profile":
             if not isinstance(value, str):
                 raise ConfigError("run context field 'model_profile' must be a profile name")

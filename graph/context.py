@@ -170,6 +170,9 @@ class Context:
         "description": "Served graph only: the most a caller of the server may set for top_k, max_cycles, "
                        "max_subtasks, max_tool_calls, max_planner_retries, retrieval_temperature and temperature "
                        "(a config file's table replaces only the limits it names)."})
+    input_roots: list[str] = field(default_factory=list, metadata={
+        "description": "Served graph only: folders a caller of the server may attach files from (a file must be a "
+                       "regular file below one, reached without following links); empty: callers attach none."})
     model_profiles: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
         "description": "Served graph only: named sets of model settings (planner_model, *_base_url, "
                        "*_api_key_env, ...) a caller may pick with model_profile; the caller never names an "
@@ -209,6 +212,8 @@ class Context:
         for name in ("caller_limits", "model_profiles"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"setting {name} must be a table")
+        if not isinstance(self.input_roots, list) or not all(isinstance(p, str) and p for p in self.input_roots):
+            raise ConfigError("setting input_roots must be a list of folders")
         try:
             self._policy = parse_policy(self.approval)
         except PolicyError as exc:

@@ -227,7 +227,13 @@ def test_a_caller_chooses_its_own_run_settings_and_nothing_of_the_operators(serv
 
 
 def test_callers_present_tokens_and_see_only_their_own_threads(tmp_path):
-    with langgraph_dev(tmp_path, MEMENTO_API_TOKEN="alice:token-a, token-b") as url:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "numbers.txt").write_text("apples 12 pears 30 plums 7\n")
+    (inbox / "link.txt").symlink_to("/etc/passwd")
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\ninput_roots = ["{inbox}"]\n')
+    with langgraph_dev(tmp_path, MEMENTO_API_TOKEN="alice:token-a, token-b", MEMENTO_CONFIG=str(config)) as url:
         alice = get_client(url=url, headers={"Authorization": "Bearer token-a"})
         bob = get_client(url=url, headers={"Authorization": "Bearer token-b"})
         nobody = get_client(url=url)
@@ -250,8 +256,23 @@ def test_callers_present_tokens_and_see_only_their_own_threads(tmp_path):
                 await bob.runs.create(thread, "memento", command={"resume": {"decisions": [{"type": "approve"}]}})
             seen_by_bob = await bob.threads.search()
             waiting = await alice.threads.get_state(thread)
-            return mine, seen_by_bob, waiting
+            # Files a caller attaches come only from the operator's input_roots, without links.
+            attached = {}
+            for path in (str(inbox / "numbers.txt"), str(inbox / "link.txt"), "/etc/passwd", str(inbox / "../server.toml")):
+                other = (await alice.threads.create())["thread_id"]
+                try:
+                    attached[path] = await alice.runs.wait(other, "memento", input={
+                        "task": "What is the total of the numbers in the attached file?", "files": [path]})
+                except Exception as exc:  # noqa: BLE001 - a refused run raises its error here
+                    attached[path] = {"refused": str(exc)}
+                attached[path]["state"] = (await alice.threads.get_state(other))["values"]
+            return mine, seen_by_bob, waiting, attached
 
-        mine, seen_by_bob, waiting = asyncio.run(scenario())
+        mine, seen_by_bob, waiting, attached = asyncio.run(scenario())
     assert mine["metadata"]["owner"] == "alice"  # stamped by the server, whatever the caller sent
     assert seen_by_bob == [] and waiting["interrupts"]  # bob neither sees it nor answered its approval
+    allowed, *refused = attached.values()
+    assert allowed["final_answer"] == "49"
+    for out in refused:
+        assert "attached file" in out["refused"] and "refused" in out["refused"], out
+        assert "root:" not in str(out) and not out["state"].get("results"), out  # nothing was read
