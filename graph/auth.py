@@ -63,9 +63,33 @@ def _loopback(host: str | None) -> bool:
 
 
 @auth.authenticate
-async def authenticate(authorization: str | None, request: Any) -> Auth.types.MinimalUserDict:
+async def authenticate(authorization: str | None, request: Any, headers: dict) -> Auth.types.MinimalUserDict:
     client = getattr(request, "client", None)
-    return {"identity": identify(authorization, getattr(client, "host", None)), "permissions": []}
+    identity = identify(authorization, getattr(client, "host", None))
+    if identity == LOCAL_DEVELOPER and not _from_this_machine(headers):
+        # A web page the developer has open could call the loopback port from the browser (the
+        # server allows any origin): without a token, only requests made for this machine count.
+        raise Auth.exceptions.HTTPException(status_code=403, detail="without a token this server answers only "
+                                            "requests addressed to localhost from localhost or LangGraph Studio")
+    return {"identity": identity, "permissions": []}
+
+
+STUDIO_ORIGINS = ("https://smith.langchain.com", "https://eu.smith.langchain.com")
+
+
+def _from_this_machine(headers: dict) -> bool:
+    def header(name: bytes) -> str:
+        value = headers.get(name) or headers.get(name.decode()) or b""
+        return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+    host = header(b"host").rsplit(":", 1)[0].strip("[]").lower() if header(b"host") else ""
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        return False
+    origin = header(b"origin").lower()
+    if not origin or origin in STUDIO_ORIGINS:
+        return True
+    origin_host = origin.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return origin_host in ("localhost", "127.0.0.1", "::1")
 
 
 @auth.on
@@ -85,15 +109,17 @@ def _stamp_owner(ctx: Auth.types.AuthContext, value: Any) -> None:
 
 
 @auth.on.threads.create
-async def own_new_threads(ctx: Auth.types.AuthContext, value: Any) -> None:
+async def own_new_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
     _stamp_owner(ctx, value)
+    # The filter too: "create, or return it if it exists" must not return someone else's thread.
+    return {"owner": ctx.user.identity}
 
 
 @auth.on.threads.update
-async def update_own_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
-    if isinstance(value, dict) and value.get("metadata") is not None:
-        _stamp_owner(ctx, value)  # an update cannot hand a thread to someone else
-    return {"owner": ctx.user.identity}
+async def no_state_edits(ctx: Auth.types.AuthContext, value: Any) -> bool:
+    """Refused: an update can write a thread's state (its files, its case id, its plan), which
+    only the graph's own nodes may set."""
+    raise Auth.exceptions.HTTPException(status_code=403, detail="threads and their state are changed by runs only")
 
 
 @auth.on.threads.read
@@ -107,10 +133,27 @@ async def only_own_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.type
 async def run_own_threads_with_a_callers_settings(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
     """A run (a new one, or the resume of a waiting one) on the caller's own thread, whose context
     holds only a caller's settings: anything else is refused here, before the run exists."""
-    refused = run_settings_problem((value or {}).get("kwargs") or {})
+    kwargs = (value or {}).get("kwargs") or {}
+    refused = run_request_problem(kwargs) or run_settings_problem(kwargs)
     if refused:
         raise Auth.exceptions.HTTPException(status_code=400, detail=refused)
+    _stamp_owner(ctx, value)  # a thread the run creates (if_not_exists) is the caller's
     return {"owner": ctx.user.identity}
+
+
+def run_request_problem(kwargs: dict[str, Any]) -> str | None:
+    """A run may start from an input or answer an approval (`command.resume`); it may not write
+    the graph's state (`command.update`, `command.goto`) or send its result anywhere (`webhook`)."""
+    command = kwargs.get("command")
+    if command is not None:
+        # Clients send the other fields empty (RemoteGraph sends goto: [] and update: null).
+        extra = (sorted(str(k) for k, v in command.items() if k != "resume" and v not in (None, [], {}, ""))
+                 if isinstance(command, dict) else ["a non-object"])
+        if extra:
+            return f"a run's command may only resume an approval (command.resume), not {', '.join(extra)}"
+    if kwargs.get("webhook"):
+        return "webhooks are not offered by this server: poll or stream the run instead"
+    return None
 
 
 def run_settings_problem(kwargs: dict[str, Any]) -> str | None:

@@ -26,12 +26,30 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, StreamMode
 
 from memento.graph.caller import CallerContext, caller_settings, check_caller_files, check_operator_settings
-from memento.graph.context import Context
+from memento.graph.context import ConfigError, Context
 from memento.graph.routing import after_execute, after_planning, after_retrieve, after_review
 from memento.graph.state import InputState, OutputState, State
 from memento.nodes import execute_subtask, plan, replan, retrieve_cases, review_plan, write_case
+from memento.nodes.execute_subtask import RUN_ID
 
 NODES = ("retrieve_cases", "plan", "review_plan", "execute_subtask", "replan", "write_case")
+
+
+def check_served_state(operator: Context, ctx: Context, node: str, state: State) -> None:
+    """What a node of the served graph reads from the state, checked (the state only ever comes from
+    the nodes, but a server API that could write it must not lead anywhere): files only from the
+    operator's input_roots, a plain case id, a plan within the run's bounds."""
+    if node == "retrieve_cases":
+        check_caller_files(operator, state.get("files"))
+        return
+    check_caller_files(operator, state.get("run_files"))
+    case_id = state.get("case_id")
+    if case_id is not None and (not isinstance(case_id, str) or not RUN_ID.fullmatch(case_id)):
+        raise ConfigError("the run's case id is not a plain name: this state was not made by the graph")
+    if len(state.get("plan") or []) > ctx.max_subtasks or len(state.get("plans") or []) > ctx.max_cycles + 1:
+        raise ConfigError("the run's plan is beyond the run's bounds: this state was not made by the graph")
+    if len(state.get("task") or "") > ctx.max_task_chars:
+        raise ConfigError("the run's task is longer than max_task_chars: this state was not made by the graph")
 
 
 def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]],
@@ -45,9 +63,9 @@ def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]
     @functools.wraps(node)
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         if operator is not None:
-            runtime = runtime.override(context=caller_settings(operator, runtime.context))
-            if name == "retrieve_cases":  # the run's inputs: files only from the operator's input_roots
-                check_caller_files(operator, state.get("files"))
+            ctx = caller_settings(operator, runtime.context)
+            runtime = runtime.override(context=ctx)
+            check_served_state(operator, ctx, name, state)
         emit = get_stream_writer()
         emit({"event": "node_started", "node": name})
         update = node(state, runtime)

@@ -168,5 +168,21 @@ def caller_settings(operator: Context, caller: Any) -> Context:
         if key in bounds and value > bounds[key]:
             raise ConfigError(f"run context field {key!r} is {value!r}; this server allows at most {bounds[key]:g}")
         changes[key] = value
+    if "approval" in changes:  # a caller adds approval points; the operator's stay
+        changes["approval"] = _at_least(operator, changes["approval"])
     # The profile first, so that what the caller set beside it (a temperature) wins.
     return operator.replace(**{**profile, **changes})  # Context checks the whole again (approval included)
+
+
+def _at_least(operator: Context, asked: Any) -> Any:
+    """The caller's approval policy joined with the operator's: every point either asks for is asked."""
+    from memento.graph.approval import PolicyError, parse_policy, policy_dict
+
+    try:
+        mine = policy_dict(parse_policy(asked))
+    except PolicyError as exc:
+        raise ConfigError(f"run context field 'approval': {exc}") from None
+    theirs = policy_dict(operator.policy)
+    tools = {**mine["tools"], **theirs["tools"]}  # where both name a pattern, the operator's decisions hold
+    return {"plan": mine["plan"] or theirs["plan"], "replans": mine["replans"] or theirs["replans"],
+            "case": mine["case"] or theirs["case"], "tools": tools}

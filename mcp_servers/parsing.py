@@ -28,6 +28,8 @@ class ParseLimits:
     documents_per_worker: int = 200  # a worker is replaced after this many (memory fragments)
 
 
+CUT = "\n\n[cut by the parser: {} characters in all]"
+MAX_TEXT = 1_000_000  # characters a worker sends back; the tools cap far lower
 NEAR_LIMIT = 0.6  # a failure after the worker's peak resident memory passed this share of its limit is a memory one
 
 
@@ -46,13 +48,16 @@ def _serve(conn: Any, memory_bytes: int, parse: Callable[[str, bytes], str]) -> 
             return
         if message is None:
             return
-        name, data, cpu_s = message
+        name, data, cpu_s, max_chars = message
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         soft = int(usage.ru_utime + usage.ru_stime) + cpu_s
         resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
         try:
-            conn.send(("ok", parse(name, data)))
+            text = parse(name, data)
+            # Cut here, in the worker: a document that parses to hundreds of megabytes of text must
+            # not cost the server that memory to receive it.
+            conn.send(("ok", text if len(text) <= max_chars else text[:max_chars] + CUT.format(len(text))))
         except MemoryError:
             conn.send(("memory", ""))
             return  # a worker that ran out of memory is not trusted with the next document
@@ -95,39 +100,47 @@ class ParserPool:
 
     def parse(self, name: str, data: bytes) -> str:
         limits = self.limits
-        with self._free:
-            with self._lock:
-                worker = self._idle.pop() if self._idle else None
-            worker = worker or _Worker(limits, self._parse)
-            keep = False
+        if not self._free.acquire(timeout=limits.wall_s):
+            raise ParseError(f"{name}: every parser is busy with other documents; try again shortly")
+        try:
+            return self._parse_on_a_worker(name, data)
+        finally:
+            self._free.release()
+
+    def _parse_on_a_worker(self, name: str, data: bytes) -> str:
+        limits = self.limits
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        worker = worker or _Worker(limits, self._parse)
+        keep = False
+        try:
             try:
-                try:
-                    worker.conn.send((name, data, limits.cpu_s))
-                    ready = worker.conn.poll(limits.wall_s)
-                    outcome = worker.conn.recv() if ready else None
-                except (EOFError, OSError):
-                    outcome = ("lost", "")
-                if outcome is None:
-                    raise ParseError(f"{name}: parsing took longer than {limits.wall_s:g} s and was stopped")
-                kind, text = outcome
-                if kind == "ok":
-                    keep = True
-                    return text
-                if kind == "error":
-                    keep = True
-                    raise ParseError(text)
-                if kind == "memory":
-                    raise ParseError(f"{name}: parsing needs more memory than the {limits.memory_mb} MB this server "
-                                     "allows a document")
-                worker.process.join(timeout=5)
-                raise ParseError(self._why_lost(name, worker.process.exitcode))
-            finally:
-                worker.done += 1
-                if keep and worker.process.is_alive() and worker.done < limits.documents_per_worker:
-                    with self._lock:
-                        self._idle.append(worker)
-                else:
-                    worker.kill()
+                worker.conn.send((name, data, limits.cpu_s, MAX_TEXT))
+                ready = worker.conn.poll(limits.wall_s)
+                outcome = worker.conn.recv() if ready else None
+            except (EOFError, OSError):
+                outcome = ("lost", "")
+            if outcome is None:
+                raise ParseError(f"{name}: parsing took longer than {limits.wall_s:g} s and was stopped")
+            kind, text = outcome
+            if kind == "ok":
+                keep = True
+                return text
+            if kind == "error":
+                keep = True
+                raise ParseError(text)
+            if kind == "memory":
+                raise ParseError(f"{name}: parsing needs more memory than the {limits.memory_mb} MB this server "
+                                 "allows a document")
+            worker.process.join(timeout=5)
+            raise ParseError(self._why_lost(name, worker.process.exitcode))
+        finally:
+            worker.done += 1
+            if keep and worker.process.is_alive() and worker.done < limits.documents_per_worker:
+                with self._lock:
+                    self._idle.append(worker)
+            else:
+                worker.kill()
 
     def _why_lost(self, name: str, exitcode: int | None) -> str:
         if exitcode == -signal.SIGXCPU:

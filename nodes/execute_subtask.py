@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -31,9 +32,16 @@ def _earlier(state: State) -> str:
     return "\n\n".join(items) or "none"
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def run_workspace(ctx: Context, run_id: str) -> Path:
     """The run's own folder for the code tools, made by the code server on first use; removed
-    when the run ends unless `keep_workspaces` is set (see `remove_workspace`)."""
+    when the run ends unless `keep_workspaces` is set (see `remove_workspace`). The run id is a
+    plain name (a case id is a UUID): never a path, so the folder is always directly inside
+    DATA_DIR/workspaces."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {str(run_id)[:80]!r} is not a plain name: a workspace is never anywhere else")
     return (ctx.resolved_data_dir() / "workspaces" / run_id).absolute()
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ pytest.importorskip("langgraph_api", reason="langgraph-cli[inmem] is not install
 from langgraph.pregel.remote import RemoteGraph  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 from langgraph_sdk import get_client, get_sync_client  # noqa: E402
-from langgraph_sdk.errors import AuthenticationError, NotFoundError, PermissionDeniedError  # noqa: E402
+from langgraph_sdk.errors import (  # noqa: E402
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 
 from memento.graph import NODES  # noqa: E402
 
@@ -254,6 +261,15 @@ def test_callers_present_tokens_and_see_only_their_own_threads(tmp_path):
                 await bob.threads.get_state(thread)
             with pytest.raises((NotFoundError, PermissionDeniedError)):
                 await bob.runs.create(thread, "memento", command={"resume": {"decisions": [{"type": "approve"}]}})
+            # Knowing a thread's id (it is in every case's thread_id) gives nothing: "create or return" refuses.
+            with pytest.raises((ConflictError, NotFoundError, PermissionDeniedError)):
+                await bob.threads.create(thread_id=thread, if_exists="do_nothing")
+            # A run that creates its thread makes it the caller's, whatever owner it names.
+            planted = str(uuid.uuid4())
+            await bob.runs.wait(planted, "memento", input={"task": "What is 1 + 1?"}, if_not_exists="create",
+                                metadata={"owner": "alice"})
+            with pytest.raises(NotFoundError):
+                await alice.threads.get(planted)
             seen_by_bob = await bob.threads.search()
             waiting = await alice.threads.get_state(thread)
             # Files a caller attaches come only from the operator's input_roots, without links.
@@ -270,9 +286,53 @@ def test_callers_present_tokens_and_see_only_their_own_threads(tmp_path):
 
         mine, seen_by_bob, waiting, attached = asyncio.run(scenario())
     assert mine["metadata"]["owner"] == "alice"  # stamped by the server, whatever the caller sent
-    assert seen_by_bob == [] and waiting["interrupts"]  # bob neither sees it nor answered its approval
+    assert [t["metadata"]["owner"] for t in seen_by_bob] == [bob_identity()]  # only the thread bob made
+    assert waiting["interrupts"]  # bob neither saw alice's thread nor answered its approval
     allowed, *refused = attached.values()
     assert allowed["final_answer"] == "49"
     for out in refused:
         assert "attached file" in out["refused"] and "refused" in out["refused"], out
         assert "root:" not in str(out) and not out["state"].get("results"), out  # nothing was read
+
+
+def bob_identity() -> str:
+    from memento.graph.tokens import accepted_tokens
+
+    return accepted_tokens("token-b")["token-b"]
+
+
+def test_a_caller_cannot_write_state_send_webhooks_or_call_from_a_web_page(server, tmp_path):
+    import httpx
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+
+    async def scenario():
+        client = get_client(url=server)
+        await ready(client)
+        thread = (await client.threads.create())["thread_id"]
+        refused = []
+        goto = {"node": "write_case", "input": {"task": "x", "final_answer": "x", "run_ground_truth": "x",
+                                                 "case_id": str(victim)}}
+        for road in ({"command": {"goto": goto}}, {"command": {"update": {"run_files": ["/etc/passwd"]}}},
+                     {"command": {"resume": {"decisions": []}, "goto": "write_case"}},
+                     {"input": {"task": "What is 1 + 1?"}, "webhook": "http://10.0.0.5:8080/hook"}):
+            with pytest.raises(BadRequestError) as error:
+                await client.runs.create(thread, "memento", **road)
+            refused.append(str(error.value))
+        with pytest.raises(PermissionDeniedError):
+            await client.threads.update_state(thread, {"case_id": str(victim)}, as_node="retrieve_cases")
+        with pytest.raises(PermissionDeniedError):
+            await client.threads.update(thread, metadata={"owner": "someone-else"})
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert victim.exists()  # nothing reached write_case with a planted case id
+    assert "command.resume" in refused[0] and "webhook" in refused[3]
+    # Without a token, only requests addressed to localhost, from localhost or Studio, are answered.
+    for headers in ({"Origin": "https://attacker.example"}, {"Host": "attacker.example"},
+                    {"Origin": "http://127.0.0.1.attacker.example"}):
+        answer = httpx.post(f"{server}/threads/search", json={}, headers=headers)
+        assert answer.status_code == 403, (headers, answer.status_code)
+    for headers in ({}, {"Origin": "https://smith.langchain.com"}, {"Origin": "http://localhost:3000"}):
+        assert httpx.post(f"{server}/threads/search", json={}, headers=headers).status_code == 200, headers

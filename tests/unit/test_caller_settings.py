@@ -81,3 +81,12 @@ def test_tokens_identities_and_the_unauthenticated_cases():
         with pytest.raises(Auth.exceptions.HTTPException, match="MEMENTO_API_TOKEN"):
             identify(None, host, environ)
     assert identify(None, "192.168.1.4", {"MEMENTO_ALLOW_UNAUTHENTICATED": "1"}) == "anonymous"
+
+
+def test_a_caller_adds_approval_points_and_keeps_the_operators():
+    strict = Context(approval={"plan": True, "tools": {"run_*": ["approve", "reject"]}})
+    ctx = caller_settings(strict, {"approval": {"plan": False, "case": True, "tools": ["write_file"]}})
+    assert ctx.policy.plan and ctx.policy.case  # the operator's plan point stays, the caller's case point is added
+    assert set(ctx.policy.tools) == {"run_*", "write_file"} and ctx.policy.tools["run_*"] == ("approve", "reject")
+    relaxed = caller_settings(strict, {"approval": {"tools": {"run_*": ["approve", "edit", "reject"]}}})
+    assert relaxed.policy.tools["run_*"] == ("approve", "reject")  # a caller cannot widen what the operator allows
