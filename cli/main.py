@@ -20,6 +20,7 @@ EXIT_CONFIG = 2
 EXIT_WAITING = 3  # the run stopped at an approval point: answer with `memento resume`
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
 EXIT_TERMINATED = 143  # SIGTERM
+CHECKPOINTER_VARIABLE = "MEMENTO_CHECKPOINTER"
 
 
 class Terminated(KeyboardInterrupt):
@@ -31,6 +32,9 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="TOML settings file (see configs/default.toml)")
     common.add_argument("--data-dir", metavar="DIR",
                         help="folder of the case bank and checkpoints (default: the per-user data folder)")
+    common.add_argument("--checkpointer", metavar="URL_OR_PATH",
+                        help="where runs are checkpointed: a SQLite file (default DATA_DIR/checkpoints.sqlite) or a "
+                             "postgresql:// URL (default: $MEMENTO_CHECKPOINTER)")
     return common
 
 
@@ -101,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "first: id, task, status (running, waiting, done, failed), age.")
     threads.add_argument("--waiting", action="store_true", help="only threads waiting for approval")
     threads.add_argument("--limit", type=int, metavar="N", help="show at most N threads")
-    threads.add_argument("--json", action="store_true", help="print a JSON list (a waiting thread with its interrupt)")
+    threads.add_argument("--json", action="store_true",
+                         help='print one JSON object: {"threads": [...], "count", "waiting_only"} '
+                              "(a waiting thread with its interrupt)")
 
     demo = commands.add_parser("demo", parents=[common], help="run the offline demo",
                                description="Run related tasks offline with the simulated model and show the "
@@ -160,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Settings given as options; None where the option was not given."""
-    overrides: dict[str, Any] = {"data_dir": args.data_dir, "max_cycles": getattr(args, "max_cycles", None)}
+    overrides: dict[str, Any] = {"data_dir": args.data_dir, "max_cycles": getattr(args, "max_cycles", None),
+                                 "checkpointer": getattr(args, "checkpointer", None)
+                                 or os.environ.get(CHECKPOINTER_VARIABLE) or None}
     if getattr(args, "keep_workspace", False):
         overrides["keep_workspaces"] = True
     for role in ("planner", "executor", "judge"):
@@ -191,6 +199,10 @@ def _answer_options(args: argparse.Namespace) -> list[str]:
         options += ["--data-dir", args.data_dir]
     if args.config:
         options += ["--config", args.config]
+    if getattr(args, "checkpointer", None):
+        from memento.graph.persistence import redact_url
+
+        options += ["--checkpointer", redact_url(args.checkpointer)]  # a password is given again, not printed
     return options
 
 
@@ -274,7 +286,8 @@ def cmd_threads(args: argparse.Namespace) -> int:
 
     rows = list_threads(_context(args), waiting_only=args.waiting, limit=args.limit)
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        print(json.dumps({"threads": rows, "count": len(rows), "waiting_only": bool(args.waiting)},
+                         ensure_ascii=False, indent=2))
         return 0
     if not rows:
         print("no threads" + (" waiting for approval" if args.waiting else ""))
@@ -309,7 +322,8 @@ def cmd_cases(args: argparse.Namespace) -> int:
     if args.cases_command == "list":
         cases = bank.list(limit=args.limit)
         if args.json:
-            print(json.dumps([c.model_dump() for c in cases], ensure_ascii=False, indent=2))
+            print(json.dumps({"cases": [c.model_dump() for c in cases], "count": len(cases),
+                              "total": bank.count(), "location": str(bank.location)}, ensure_ascii=False, indent=2))
         else:
             print(f"{bank.count()} case(s) in {bank.location}")
             for case in cases:
@@ -401,6 +415,9 @@ COMMANDS = {"run": cmd_run, "resume": cmd_resume, "threads": cmd_threads, "demo"
 
 def _fail(args: argparse.Namespace, message: str) -> None:
     """One line on stderr; with --json also one JSON object on stdout, so scripts see every outcome."""
+    from memento.graph.persistence import redact_text
+
+    message = redact_text(message)  # a Postgres URL's password, wherever an error quoted one
     print(f"memento: error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps({"status": "error", "error": message}))

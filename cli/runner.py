@@ -1,4 +1,5 @@
-"""Run, resume and list threads with a SQLite checkpointer in the data directory."""
+"""Run, resume and list threads with the configured checkpointer (SQLite in the data folder by
+default, or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, TextIO
 
 from langgraph._internal._constants import NULL_TASK_ID, RESUME
-from langgraph.checkpoint.sqlite import SqliteSaver
-
 from memento.cli.render import Progress
 from memento.graph.builder import NODES, build_graph
 from memento.graph.context import ConfigError, Context, context_from_dict, read_config_file
 from memento.graph.errors import RunError
+from memento.graph.persistence import open_checkpointer, redact_url, thread_ids
 from memento.graph.storage import folder_condition, storage_problem, what_to_do
 from memento.mcp_servers.client import redact_secrets
 
@@ -31,7 +31,7 @@ def check_checkpoint_file(ctx: Context) -> None:
     """A one-line error for a checkpoint file SQLite cannot read: the disk (full, read-only, a
     permission), which is fixed and then resumed, told apart from a file that is not a database."""
     path = ctx.checkpoint_path()
-    if not path.exists():
+    if ctx.uses_postgres() or not path.exists():
         return
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
@@ -48,9 +48,16 @@ def check_checkpoint_file(ctx: Context) -> None:
 @contextmanager
 def checkpointed_graph(ctx: Context) -> Iterator[Any]:
     ctx.resolved_data_dir().mkdir(mode=0o700, parents=True, exist_ok=True)  # cases and checkpoints: private
+    if not ctx.uses_postgres():
+        ctx.checkpoint_path().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_checkpoint_file(ctx)
-    with SqliteSaver.from_conn_string(str(ctx.checkpoint_path())) as saver:
+    with open_checkpointer(ctx.checkpointer_target()) as saver:
         yield build_graph(saver)
+
+
+def has_checkpoints(ctx: Context) -> bool:
+    """Whether there can be threads to find (a SQLite file that does not exist has none)."""
+    return ctx.uses_postgres() or ctx.checkpoint_path().exists()
 
 
 def thread_config(thread_id: str, ctx: Context) -> dict[str, Any]:
@@ -63,7 +70,7 @@ def thread_config(thread_id: str, ctx: Context) -> dict[str, Any]:
 def thread_snapshot(ctx: Context, thread_id: str) -> tuple[Any, str] | None:
     """The thread's latest checkpoint (values, pending tasks, interrupts, metadata) and its status,
     or None if there is none."""
-    if not ctx.checkpoint_path().exists():
+    if not has_checkpoints(ctx):
         return None
     with checkpointed_graph(ctx) as graph:
         snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
@@ -137,8 +144,10 @@ def resume_context(ctx_defaults: Context, thread_id: str, overrides: dict[str, A
     and the thread's latest checkpoint."""
     found = thread_snapshot(ctx_defaults, thread_id)
     if found is None:
-        raise ConfigError(f"no run with thread id {thread_id!r} in {ctx_defaults.resolved_data_dir()}: "
-                          "check the id, or pass the --data-dir the run used")
+        where = (redact_url(ctx_defaults.checkpointer) if ctx_defaults.uses_postgres()
+                 else ctx_defaults.resolved_data_dir())
+        raise ConfigError(f"no run with thread id {thread_id!r} in {where}: "
+                          "check the id, or pass the --data-dir (or --checkpointer) the run used")
     snapshot = found[0]
     raw = (snapshot.metadata or {}).get(SETTINGS_KEY)
     if not raw:
@@ -155,19 +164,12 @@ def resume_context(ctx_defaults: Context, thread_id: str, overrides: dict[str, A
 
 def list_threads(ctx: Context, waiting_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
     """The threads in the data directory's checkpoints, most recently active first."""
-    if not ctx.checkpoint_path().exists():
+    if not has_checkpoints(ctx):
         return []
     now = datetime.now(timezone.utc)
     rows: list[dict[str, Any]] = []
     with checkpointed_graph(ctx) as graph:
-        graph.checkpointer.setup()
-        # One query for the threads, newest first (checkpoint ids are time-ordered UUIDs); states are
-        # read only for the threads listed.
-        with graph.checkpointer.cursor(transaction=False) as cursor:
-            cursor.execute("SELECT thread_id, MAX(checkpoint_id) AS newest FROM checkpoints WHERE checkpoint_ns = '' "
-                           "GROUP BY thread_id ORDER BY newest DESC")
-            threads = [row[0] for row in cursor.fetchall()]
-        for thread in threads:
+        for thread in thread_ids(graph.checkpointer):
             snapshot = graph.get_state({"configurable": {"thread_id": thread}})
             status = thread_status(snapshot, answered(graph, thread))
             if waiting_only and status != "waiting":

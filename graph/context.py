@@ -101,8 +101,18 @@ class Context:
 
     data_dir: str = field(default="", metadata={
         "description": "Folder for the case bank and checkpoints; empty means the per-user data folder."})
+    checkpointer: str = field(default="", metadata={
+        "description": "Where runs are checkpointed: empty is data_dir/checkpoints.sqlite, a path is another SQLite "
+                       "file, a postgresql:// URL a PostgreSQL database (shared by workers on several machines; give "
+                       "the password in PGPASSWORD or ~/.pgpass, not in the URL)."})
     chroma_url: str = field(default="", metadata={
         "description": "URL of a Chroma server to share one case bank between processes; empty uses data_dir."})
+    chroma_token_env: str = field(default="MEMENTO_CHROMA_TOKEN", metadata={
+        "description": "Environment variable that holds the Chroma server's token (sent as a bearer token when set)."})
+    chroma_tenant: str = field(default="default_tenant", metadata={
+        "description": "Tenant of the case bank on the Chroma server."})
+    chroma_database: str = field(default="default_database", metadata={
+        "description": "Database of the case bank on the Chroma server."})
     collection: str = field(default="memento_cases", metadata={
         "description": "Chroma collection that holds the cases."})
     encoder: str = field(default="all-MiniLM-L6-v2", metadata={
@@ -245,7 +255,17 @@ class Context:
         return Path(self.retriever_path).expanduser() if self.retriever_path else self.resolved_data_dir() / "retriever.pt"
 
     def checkpoint_path(self) -> Path:
+        """The SQLite checkpoint file (when the checkpointer is not a Postgres URL)."""
+        if self.checkpointer and not self.uses_postgres():
+            return Path(self.checkpointer).expanduser()
         return self.resolved_data_dir() / "checkpoints.sqlite"
+
+    def uses_postgres(self) -> bool:
+        return self.checkpointer.lower().startswith(("postgresql://", "postgres://"))
+
+    def checkpointer_target(self) -> str:
+        """The Postgres URL or the SQLite file the runs are checkpointed in."""
+        return self.checkpointer if self.uses_postgres() else str(self.checkpoint_path())
 
     def replace(self, **changes: Any) -> "Context":
         return dataclasses.replace(self, **changes)

@@ -4,15 +4,20 @@ Two collections share the case ids: `<name>` holds each case's task embedding (t
 the task, the metadata the rest of the case), `<name>_plans` its plan embedding, which the
 parametric retriever reads. Both are computed by the project's own encoder when a case is
 written; retrieval encodes only the query. Chroma's default embedding function is never used (it
-downloads a model). One process owns a `PersistentClient` folder; several processes share a bank
-through a Chroma server (`chroma_url`).
+downloads a model). One process owns a `PersistentClient` folder (it holds a lock on it, and a second process is
+refused with a line saying how to share it); several processes share a bank through a Chroma server
+(`chroma_url`, with `chroma_tenant`, `chroma_database` and a token from `chroma_token_env`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 import chromadb
@@ -27,7 +32,8 @@ from memento.memory.retrieval import moved_utility
 UTILITY_KEY = "utility"
 DEFAULT_COLLECTION = "memento_cases"
 WRITE_BATCH = 256
-_clients: dict[str, chromadb.api.ClientAPI] = {}
+_clients: dict[tuple[str, "ServerAccess"], chromadb.api.ClientAPI] = {}
+T = TypeVar("T")
 _clients_lock = threading.Lock()
 
 
@@ -49,45 +55,182 @@ def _utility(metadata: dict | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _client(location: str) -> chromadb.api.ClientAPI:
-    """One Chroma client per folder or URL per process (a folder must not have two)."""
+@dataclass(frozen=True)
+class ServerAccess:
+    """How to reach a Chroma server: its tenant and database, and the variable holding its token."""
+
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    token_env: str = ""
+
+    def headers(self) -> dict[str, str]:
+        token = os.environ.get(self.token_env, "") if self.token_env else ""
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def is_server(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def _check_url(location: str) -> tuple[str, int, bool]:
+    try:
+        url = urlparse(location)
+        port = url.port
+    except ValueError as exc:
+        raise CaseBankError(f"chroma_url {location!r} is malformed ({exc}): give http://HOST:PORT") from None
+    if not url.hostname or url.path not in ("", "/") or url.query:
+        raise CaseBankError(f"chroma_url {location!r} is malformed: give http://HOST:PORT (no path)")
+    return url.hostname, port or (443 if url.scheme == "https" else 80), url.scheme == "https"
+
+
+def _server_problem(location: str, exc: BaseException, access: ServerAccess) -> str:
+    """One line for a Chroma server that could not be used: down, refused the token, or other."""
+    text = " ".join(str(exc).split())[:200]
+    lowered = text.lower()
+    if any(w in lowered for w in ("401", "403", "unauthorized", "forbidden", "permission")):
+        sent = (f"the token in ${access.token_env}" if access.headers() else
+                f"no token (${access.token_env} is not set)" if access.token_env else "no token")
+        return (f"the Chroma server at {location} refused {sent}: set {access.token_env or 'chroma_token_env'} to a "
+                f"token it accepts ({text})")
+    if any(w in lowered for w in ("could not connect", "connection refused", "connecterror", "connect call failed",
+                                  "name or service not known", "timed out", "all connection attempts failed")):
+        return (f"cannot reach the Chroma server at {location}: start it (`chroma run --path DIR --port PORT`) or fix "
+                "chroma_url; the cases stored there are kept")
+    return f"the Chroma server at {location} failed: {type(exc).__name__}: {text}"
+
+
+_held_locks: dict[str, int] = {}
+
+
+def _hold_folder(location: str) -> None:
+    """Claim an embedded bank's folder for this process, or refuse: Chroma's embedded client keeps
+    its index in memory and is not safe across processes (writes can be missed, or the folder
+    damaged), so a second process is told to share the bank through a Chroma server instead."""
+    folder = Path(location)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".memento-lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise CaseBankError(
+            f"the case bank in {location} is open in another process (pid {holder}); an embedded bank serves one "
+            f"process at a time: to share it, serve it with `chroma run --path {location} --port 8000` and set "
+            "chroma_url = \"http://localhost:8000\" in every process") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    _held_locks[location] = fd
+
+
+def release_folder(location: str) -> None:
+    """Close this process's client of an embedded bank and let another process open the folder."""
     with _clients_lock:
-        if location not in _clients:
+        _clients.pop((str(location), ServerAccess()), None)
+        fd = _held_locks.pop(str(location), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _client(location: str, access: ServerAccess) -> chromadb.api.ClientAPI:
+    """One Chroma client per folder, or per server and access, per process (a folder must not have two)."""
+    key = (location, access if is_server(location) else ServerAccess())
+    with _clients_lock:
+        if key not in _clients:
             settings = Settings(anonymized_telemetry=False, allow_reset=False)
-            if location.startswith(("http://", "https://")):
-                url = urlparse(location)
-                _clients[location] = chromadb.HttpClient(
-                    host=url.hostname, port=url.port or (443 if url.scheme == "https" else 80),
-                    ssl=url.scheme == "https", settings=settings,
-                )
+            if is_server(location):
+                host, port, ssl = _check_url(location)
+                try:
+                    _clients[key] = chromadb.HttpClient(host=host, port=port, ssl=ssl, headers=access.headers(),
+                                                        tenant=access.tenant, database=access.database,
+                                                        settings=settings)
+                except Exception as exc:  # noqa: BLE001 - chromadb raises plain ValueError and friends
+                    raise CaseBankError(_server_problem(location, exc, access)) from None
             else:
-                Path(location).mkdir(parents=True, exist_ok=True)
-                _clients[location] = chromadb.PersistentClient(path=location, settings=settings)
-        return _clients[location]
+                _hold_folder(location)
+                _clients[key] = chromadb.PersistentClient(path=location, settings=settings)
+        return _clients[key]
+
+
+def _transient(exc: BaseException) -> bool:
+    import httpx
+
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def retrying(call: Callable[[], T], attempts: int = 3, pause: float = 0.5) -> T:
+    """`call`, tried again after a dropped connection or a timeout (at most `attempts` times, with
+    growing pauses); any other failure at once. Only for idempotent calls: reads and upserts."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if not _transient(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause * (2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+class _Guarded:
+    """A Chroma collection whose calls (all idempotent: reads, upserts, updates, deletes by id) are
+    tried again after a dropped connection or a timeout, and whose failures on a server become one
+    line naming the server. A call that failed raised: nothing is reported as written that was not."""
+
+    _CALLS = frozenset({"get", "query", "count", "upsert", "update", "delete"})
+
+    def __init__(self, collection: Any, location: str, access: ServerAccess) -> None:
+        self._collection, self._location, self._access = collection, location, access
+
+    @property
+    def name(self) -> str:
+        return self._collection.name
+
+    @property
+    def metadata(self) -> dict | None:
+        return self._collection.metadata
+
+    def __getattr__(self, attr: str) -> Any:
+        method = getattr(self._collection, attr)
+        if attr not in self._CALLS:
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return retrying(lambda: method(*args, **kwargs))
+            except Exception as exc:
+                if is_server(self._location):
+                    raise CaseBankError(_server_problem(self._location, exc, self._access)) from exc
+                raise
+        return call
 
 
 class CaseBank:
     """Write, retrieve and curate cases."""
 
     def __init__(self, location: str | Path, encoder: TextEncoder,
-                 collection: str = DEFAULT_COLLECTION) -> None:
+                 collection: str = DEFAULT_COLLECTION, access: ServerAccess | None = None) -> None:
         if len(collection) < 3:
             raise CaseBankError(f"collection name {collection!r} is too short: Chroma needs 3+ characters")
         self.location = str(location)
         self.encoder = encoder
+        self.access = access or ServerAccess()
         metadata = {"hnsw:space": "cosine", "encoder": encoder.name}
+        client = _client(self.location, self.access)
         try:
-            client = _client(self.location)
-            self._cases = client.get_or_create_collection(collection, embedding_function=None, metadata=metadata)
-            self._plans = client.get_or_create_collection(f"{collection}_plans", embedding_function=None,
-                                                          metadata=metadata)
+            self._cases = _Guarded(retrying(lambda: client.get_or_create_collection(
+                collection, embedding_function=None, metadata=metadata)), self.location, self.access)
+            self._plans = _Guarded(retrying(lambda: client.get_or_create_collection(
+                f"{collection}_plans", embedding_function=None, metadata=metadata)), self.location, self.access)
         except Exception as exc:
+            if is_server(self.location):
+                raise CaseBankError(_server_problem(self.location, exc, self.access)) from None
             raise CaseBankError(f"cannot open case bank at {self.location}: {exc}") from exc
         stored_encoder = (self._cases.metadata or {}).get("encoder")
         if stored_encoder and stored_encoder != encoder.name:
+            elsewhere = "another collection" if is_server(self.location) else "another data dir"
             raise CaseBankError(
-                f"case bank at {self.location} was embedded with encoder {stored_encoder!r}, "
-                f"not the configured {encoder.name!r}: set the encoder back or use another data dir"
+                f"case bank at {self.location} (collection {collection}) was embedded with encoder {stored_encoder!r}, "
+                f"not the configured {encoder.name!r}: set the encoder back or use {elsewhere}"
             )
 
     def count(self) -> int:
@@ -144,8 +287,10 @@ class CaseBank:
         self._cases.upsert(ids=ids, embeddings=np.asarray(task_embeddings, dtype=np.float32),
                            documents=[c.task for c in cases], metadatas=[c.to_metadata() for c in cases])
 
-    def candidates(self, query_embedding: np.ndarray, n: int) -> Candidates:
-        """The n cases nearest to the query embedding, with their stored task and plan embeddings."""
+    def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None) -> Candidates:
+        """The n cases nearest to the query embedding, with their stored task and plan embeddings.
+        `query_text` (the query's text) is not needed here; a bank over a LangGraph store
+        (`memento.memory.store.StoreCaseBank`) searches by it."""
         dim = int(np.asarray(query_embedding).shape[-1])
         total = self.count()
         if n <= 0 or total == 0:
@@ -195,7 +340,7 @@ class CaseBank:
         at `location`, without encoding anything; the copy is returned and this bank is untouched."""
         cases = self._cases.get(include=["documents", "metadatas", "embeddings"])
         plans = self._plans.get(include=["embeddings"])
-        copy = CaseBank(location, self.encoder, collection=self._cases.name)
+        copy = CaseBank(location, self.encoder, collection=self._cases.name, access=self.access)
         if copy.count():
             raise CaseBankError(f"cannot copy the case bank into {location}: it already holds cases")
         for start in range(0, len(plans["ids"]), WRITE_BATCH):
@@ -219,6 +364,13 @@ class CaseBank:
         if moved:
             self._cases.update(ids=list(moved), metadatas=[{UTILITY_KEY: v} for v in moved.values()])
         return moved
+
+    def utilities(self, case_ids: list[str]) -> dict[str, float]:
+        """The stored utility of each given case that has one (cases no run credited have none)."""
+        if not case_ids:
+            return {}
+        got = self._cases.get(ids=list(case_ids), include=["metadatas"])
+        return {i: u for i, m in zip(got["ids"], got["metadatas"]) if (u := _utility(m)) is not None}
 
     def get(self, case_id: str) -> Case | None:
         got = self._cases.get(ids=[case_id], include=["documents", "metadatas"])

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from memento.graph.context import Context
-from memento.memory.case_bank import CaseBank
+from memento.memory.case_bank import CaseBank, ServerAccess
 from memento.memory.encoder import TextEncoder
 
 if TYPE_CHECKING:
@@ -22,14 +22,29 @@ def shared_encoder(name: str, device: str) -> TextEncoder:
 
 
 @lru_cache(maxsize=32)
-def _case_bank(location: str, encoder: str, device: str, collection: str) -> CaseBank:
-    return CaseBank(location, shared_encoder(encoder, device), collection=collection)
+def _case_bank(location: str, encoder: str, device: str, collection: str, access: ServerAccess) -> CaseBank:
+    return CaseBank(location, shared_encoder(encoder, device), collection=collection, access=access)
+
+
+def server_access(ctx: Context) -> ServerAccess:
+    return ServerAccess(tenant=ctx.chroma_tenant, database=ctx.chroma_database, token_env=ctx.chroma_token_env)
 
 
 def case_bank_for(ctx: Context) -> CaseBank:
     """The case bank the settings point at (one object per bank per process)."""
     with _lock:
-        return _case_bank(ctx.case_bank_location(), ctx.encoder, ctx.encoder_device, ctx.collection)
+        return _case_bank(ctx.case_bank_location(), ctx.encoder, ctx.encoder_device, ctx.collection,
+                          server_access(ctx))
+
+
+def release_case_banks() -> None:
+    """Close this process's embedded banks, so another process may open their folders."""
+    from memento.memory.case_bank import _held_locks, release_folder
+
+    with _lock:
+        _case_bank.cache_clear()
+    for location in list(_held_locks):
+        release_folder(location)
 
 
 _retrievers: dict[str, "QRetriever"] = {}

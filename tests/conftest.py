@@ -18,6 +18,15 @@ from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from memento.graph import Context, build_graph  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _release_embedded_banks():
+    """Each test's embedded case banks are closed after it (their folders locked until then)."""
+    yield
+    from memento.memory.resources import release_case_banks
+
+    release_case_banks()
+
+
 @pytest.fixture
 def ctx(tmp_path) -> Context:
     return Context(data_dir=str(tmp_path / "data"))

@@ -9,7 +9,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.graph import build_graph
 from memento.memory.case import Case
-from memento.memory.resources import case_bank_for
+from memento.memory.resources import case_bank_for, release_case_banks
 from memento.nodes.planner import planner_messages
 from tests.conftest import run
 
@@ -26,6 +26,11 @@ def test_write_then_retrieve_from_a_second_process(ctx):
         bank = case_bank_for(Context(data_dir={ctx.data_dir!r}))
         print(json.dumps([[c.id, c.plan, c.reward] for c in bank.retrieve("What is the total of the sales figures?", 2)]))
     """)
+    # While this process has the embedded bank open, a second one is refused, saying how to share it.
+    refused = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "is open in another process" in refused.stderr and "chroma run --path" in refused.stderr
+    release_case_banks()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,119 @@
+"""Where runs are checkpointed: a SQLite file (the default) or PostgreSQL (a team's shared server).
+
+The `checkpointer` setting (config key, `--checkpointer`, `MEMENTO_CHECKPOINTER`) picks it: empty is
+`DATA_DIR/checkpoints.sqlite`, a path is another SQLite file, and a `postgresql://` URL selects
+`langgraph-checkpoint-postgres`, so that a run started by one worker can be listed, approved and
+resumed by another on any machine. The URL's password is used to connect and nowhere else: it is
+never stored with a run's settings, and every message shows the URL without it (better still, give
+it in `PGPASSWORD` or `~/.pgpass`, which libpq reads, and keep it out of the URL).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from memento.graph.errors import RunError
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_PASSWORD_IN_TEXT = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+
+
+class CheckpointerError(RunError, ConnectionError):
+    """The checkpointer's database cannot be reached or used."""
+
+
+def is_postgres(target: str) -> bool:
+    return target.lower().startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (`postgresql://user:***@host/db`); anything else unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _PASSWORD_IN_TEXT.sub(r"\1***@", url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Any Postgres URL's password in a message replaced by ***."""
+    return _PASSWORD_IN_TEXT.sub(r"\1***@", text)
+
+
+def check_postgres_url(url: str) -> None:
+    from memento.graph.context import ConfigError
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"checkpointer URL {redact_url(url)} is malformed ({exc}): "
+                          "give postgresql://USER@HOST:PORT/DATABASE") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError(f"checkpointer URL {redact_url(url)} names no host: give postgresql://USER@HOST:PORT/DATABASE")
+
+
+@contextmanager
+def postgres_saver(url: str) -> Iterator["BaseCheckpointSaver"]:
+    """A `PostgresSaver` on its own connection, its tables created or migrated on first use."""
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    check_postgres_url(url)
+    try:
+        manager = PostgresSaver.from_conn_string(url)
+        saver = manager.__enter__()
+    except psycopg.Error as exc:
+        raise CheckpointerError(f"cannot reach the Postgres checkpointer at {redact_url(url)}: "
+                                f"{redact_text(' '.join(str(exc).split()))[:300]}: start it, or fix the checkpointer "
+                                "setting (the runs already stored there are kept)") from None
+    try:
+        try:
+            saver.setup()
+        except psycopg.Error as exc:
+            raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: "
+                                    f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+        yield saver
+    except BaseException as exc:
+        if not manager.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        manager.__exit__(None, None, None)
+
+
+@contextmanager
+def open_checkpointer(target: str | Path) -> Iterator["BaseCheckpointSaver"]:
+    """The checkpointer at `target`: a Postgres URL, or the path of a SQLite file."""
+    target = str(target)
+    if is_postgres(target):
+        with postgres_saver(target) as saver:
+            yield saver
+        return
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    with SqliteSaver.from_conn_string(target) as saver:
+        yield saver
+
+
+def thread_ids(saver: "BaseCheckpointSaver") -> list[str]:
+    """Every thread the checkpointer holds, the most recently active first, through the
+    checkpointer API (checkpoint ids are time-ordered, and `list` returns the newest first)."""
+    newest: dict[str, str] = {}
+    for item in saver.list(None):
+        conf = item.config["configurable"]
+        if conf.get("checkpoint_ns", ""):
+            continue  # a subgraph's checkpoints belong to their parent's thread
+        thread, checkpoint = conf["thread_id"], conf["checkpoint_id"]
+        if checkpoint > newest.get(thread, ""):
+            newest[thread] = checkpoint
+    return sorted(newest, key=newest.__getitem__, reverse=True)
