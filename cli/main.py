@@ -157,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                                              description="Print ROC-AUC, accuracy and F1 of the trained retriever.")
     evaluate.add_argument("--data", required=True, metavar="FILE.jsonl", help="evaluation pairs")
     evaluate.add_argument("--json", action="store_true", help="one JSON object: roc_auc, accuracy, f1, n")
+    status = retriever_commands.add_parser(
+        "status", parents=[common], help="the learner's version and transitions",
+        description="The learning log's newest version of the Q-retriever, the transitions recorded and those "
+                    "learned (in the checkpointer's PostgreSQL database, or DATA_DIR/learning.sqlite).")
+    status.add_argument("--json", action="store_true",
+                        help="one JSON object: version, transitions, learned, pending, runs, log")
+    learn = retriever_commands.add_parser(
+        "learn", parents=[common], help="train on every run recorded since the newest version, and publish",
+        description="Take the learner's turn now: train the Q-retriever on the runs recorded since its newest "
+                    "version and publish the next version (workers do this after each run; a dedicated learner "
+                    "process can do it instead, with online_learning off in the workers).")
+    learn.add_argument("--json", action="store_true", help="one JSON object")
 
     from memento.cli.bench import add_parsers
 
@@ -378,8 +390,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _retriever_log(args: argparse.Namespace) -> int:
+    from memento.memory.learner import learn_pending, learning_log
+    from memento.memory.resources import case_bank_for
+
+    ctx = _context(args)
+    if args.retriever_command == "learn":
+        learned = learn_pending(ctx, case_bank_for(ctx)) or {}
+        report = {**learning_log(ctx).status(), "runs_learned": learned.get("runs", 0)}
+    else:
+        report = learning_log(ctx).status()
+    print(json.dumps(report) if args.json else
+          f"version {report['version']}: {report['learned']} of {report['transitions']} transitions learned "
+          f"({report['runs']} runs recorded) in {report['log']}")
+    return 0
+
+
 def cmd_retriever(args: argparse.Namespace) -> int:
     from memento.memory.q_retriever import QRetriever
+
+    if args.retriever_command in ("status", "learn"):
+        return _retriever_log(args)
     from memento.memory.resources import forget_retriever, shared_encoder
     from memento.memory.training import evaluate, featurize, offline_settings, read_pairs, train_offline
 
@@ -402,7 +433,10 @@ def cmd_retriever(args: argparse.Namespace) -> int:
                            patience=args.patience, progress=not args.json)
     retriever.save(path)
     forget_retriever(ctx)
-    payload = {**report.__dict__, "checkpoint": str(path), "device": str(retriever.device)}
+    from memento.memory.learner import learning_log, publish_offline
+
+    version = publish_offline(learning_log(ctx), retriever) if learning_log(ctx).exists() else None
+    payload = {**report.__dict__, "checkpoint": str(path), "device": str(retriever.device), "version": version}
     print(json.dumps(payload) if args.json else
           f"held-out ROC-AUC {report.val_roc_auc:.4f} (best epoch {report.best_epoch} of {report.epochs}); "
           f"{report.n_train} train / {report.n_val} validation pairs; {report.wall_s:.1f} s; saved {path}")

@@ -148,7 +148,7 @@ def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: 
     roles = simulated_roles(ctx)
     if as_json:
         keys = ("final_answer", "reward", "score", "plans", "results", "case_id", "case_discarded", "kept_workspace",
-                "error")
+                "transitions", "retriever_version", "error")
         payload = {"status": "failed" if state.get("error") else "done", "thread_id": thread_id,
                    **{k: state.get(k) for k in keys},
                    "cases_used": [{"id": c["id"], "similarity": c["similarity"], "reward": c["reward"]}

@@ -62,8 +62,11 @@ def has_checkpoints(ctx: Context) -> bool:
 
 def thread_config(thread_id: str, ctx: Context) -> dict[str, Any]:
     # The run's settings ride in `configurable` so they land in each checkpoint's metadata,
-    # where `resume` finds them. They hold no secrets: API keys stay in the environment.
+    # where `resume` finds them. They hold no secrets: API keys stay in the environment, and where
+    # the checkpoints live (a Postgres URL may hold a password) is not stored with them: the
+    # resuming process names it to find the run at all.
     settings = ctx.to_dict() | {"mcp_servers": redact_secrets(ctx.mcp_servers)}
+    settings.pop("checkpointer", None)
     return {"configurable": {"thread_id": thread_id, SETTINGS_KEY: json.dumps(settings)}}
 
 

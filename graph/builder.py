@@ -23,6 +23,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 from langgraph.types import Checkpointer, StreamMode
 
 from memento.graph.caller import CallerContext, caller_settings, check_caller_files, check_operator_settings
@@ -53,15 +54,21 @@ def check_served_state(operator: Context, ctx: Context, node: str, state: State)
 
 
 def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]],
-             operator: Context | None = None) -> Callable[..., dict[str, Any]]:
+             operator: Context | None = None, store: BaseStore | None = None) -> Callable[..., dict[str, Any]]:
     """`node`, sending `node_started` and `node_finished` events to the `custom` stream. A node
     stopped by an interrupt, or run again on a resume, starts again: its `node_started` repeats.
 
     With an `operator`, the run's context holds a caller's choices only: they are checked and laid
     over the operator's settings before the node sees them (a refused field stops the run here,
-    before anything has started)."""
+    before anything has started).
+
+    The node's `runtime.store` is `store`, the one given to `build_graph`, which the nodes use as the
+    case bank; without one it is None, whatever store the platform runs the graph with (`langgraph
+    dev` always passes its own), so the cases stay in the Chroma bank the settings name."""
     @functools.wraps(node)
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        if runtime.store is not store:
+            runtime = runtime.override(store=store)
         if operator is not None:
             ctx = caller_settings(operator, runtime.context)
             runtime = runtime.override(context=ctx)
@@ -78,7 +85,7 @@ def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]
 def build_graph(
     checkpointer: Checkpointer = None,
     *,
-    store: Any = None,
+    store: BaseStore | None = None,
     interrupt_before: Sequence[str] | None = None,
     interrupt_after: Sequence[str] | None = None,
     name: str = "memento",
@@ -93,14 +100,19 @@ def build_graph(
 
     `operator`: build a graph to serve to others. The run context is then a `CallerContext` (what a
     caller may choose, shown as a typed form in Studio), laid over these settings; without it the
-    context is a full `Context`, for whoever runs the graph in their own process."""
+    context is a full `Context`, for whoever runs the graph in their own process.
+
+    `store`: a LangGraph store (e.g. `InMemoryStore(index={"dims": 384, "embed": ...})`, a Postgres
+    store) that becomes the graph's case bank: runs retrieve from and write their cases to its
+    namespace ("memento", "cases") instead of Chroma (`memento.memory.store.StoreCaseBank`). Only a
+    store given here is used so; one a platform injects when serving the graph is ignored."""
     if operator is not None:
         check_operator_settings(operator)
     builder = StateGraph(State, context_schema=CallerContext if operator is not None else Context,
                          input_schema=InputState, output_schema=OutputState)
     for node_name, node in (("retrieve_cases", retrieve_cases), ("plan", plan), ("review_plan", review_plan),
                             ("execute_subtask", execute_subtask), ("replan", replan), ("write_case", write_case)):
-        builder.add_node(node_name, reported(node_name, node, operator))
+        builder.add_node(node_name, reported(node_name, node, operator, store))
 
     builder.add_edge(START, "retrieve_cases")
     builder.add_conditional_edges("retrieve_cases", after_retrieve)

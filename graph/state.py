@@ -42,6 +42,10 @@ class OutputState(TypedDict):
     score: dict[str, Any] | None
     case_id: str | None
     error: str | None
+    transitions: int
+    """(task, case, reward) transitions the run recorded in the learning log (0: none, or learning off)."""
+    retriever_version: int | None
+    """Parametric retrieval: the version of the learner's weights the run ranked its cases with."""
 
 
 class State(InputState, OutputState):

@@ -14,6 +14,7 @@ next state, read from a target network.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import tempfile
 import threading
@@ -227,6 +228,8 @@ class QRetriever:
         self.buffer = ReplayBuffer(dim, self.settings.buffer_size,
                                    next_width=8 if self.settings.discount > 0 else 0)
         self.updates = 0
+        self.version = 0  # the learning log's version these weights are (0: not from the log)
+        self.learned_seq = 0  # the last log row they have learned
         self.episode_count = 0
         self.last_episode: list[int] = []
         self.episodes: list[str] = []  # recent episode ids, so a replayed run is not learned twice
@@ -433,6 +436,25 @@ class QRetriever:
         except Exception as exc:
             raise RetrieverError(f"retriever checkpoint {path} cannot be read ({type(exc).__name__}): "
                                  "delete it or train again") from exc
+        return cls.from_state(state, encoder, device, str(path))
+
+    def to_bytes(self) -> bytes:
+        """The checkpoint as bytes (what `save` writes), for a store other than a file."""
+        buffer = io.BytesIO()
+        with self.lock:
+            torch.save(self.state(), buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, encoder: str, device: str = "cpu", where: str = "a published version") -> "QRetriever":
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RetrieverError(f"retriever checkpoint in {where} cannot be read ({type(exc).__name__})") from exc
+        return cls.from_state(state, encoder, device, where)
+
+    @classmethod
+    def from_state(cls, state: Any, encoder: str, device: str, path: str) -> "QRetriever":
         version = state.get("format_version") if isinstance(state, dict) else None
         if version not in (2, FORMAT_VERSION):
             raise RetrieverError(f"retriever checkpoint {path} has format {version!r}, this version reads "

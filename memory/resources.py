@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,10 @@ from memento.memory.case_bank import CaseBank, ServerAccess
 from memento.memory.encoder import TextEncoder
 
 if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore
+
     from memento.memory.q_retriever import QRetriever
+    from memento.memory.store import CaseVectors, StoreCaseBank
 
 _lock = threading.Lock()
 
@@ -30,11 +34,28 @@ def server_access(ctx: Context) -> ServerAccess:
     return ServerAccess(tenant=ctx.chroma_tenant, database=ctx.chroma_database, token_env=ctx.chroma_token_env)
 
 
-def case_bank_for(ctx: Context) -> CaseBank:
-    """The case bank the settings point at (one object per bank per process)."""
+# Per store (dropped with it), per encoder: the case embeddings a StoreCaseBank computed.
+_store_vectors: "weakref.WeakKeyDictionary[BaseStore, dict[tuple[str, str], CaseVectors]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def case_bank_for(ctx: Context, store: "BaseStore | None" = None) -> "CaseBank | StoreCaseBank":
+    """The case bank the settings point at (one object per bank per process); given a LangGraph
+    `store`, the cases in that store instead (`StoreCaseBank`), with one cache of case embeddings
+    per store and encoder, dropped with the store."""
+    if store is None:
+        with _lock:
+            return _case_bank(ctx.case_bank_location(), ctx.encoder, ctx.encoder_device, ctx.collection,
+                              server_access(ctx))
+    from memento.memory.store import CaseVectors, StoreCaseBank
+
     with _lock:
-        return _case_bank(ctx.case_bank_location(), ctx.encoder, ctx.encoder_device, ctx.collection,
-                          server_access(ctx))
+        try:
+            per_store = _store_vectors.setdefault(store, {})
+        except TypeError:  # a store that cannot be weakly referenced or hashed: no cache kept
+            per_store = {}
+        vectors = per_store.setdefault((ctx.encoder, ctx.encoder_device), CaseVectors())
+    return StoreCaseBank(store, shared_encoder(ctx.encoder, ctx.encoder_device), vectors=vectors)
 
 
 def release_case_banks() -> None:
@@ -66,6 +87,30 @@ def retriever_for(ctx: Context) -> "QRetriever":
             else:
                 _retrievers[key] = QRetriever(encoder.dim, ctx.encoder, ctx.retriever_device)
         return _retrievers[key]
+
+
+def current_retriever(ctx: Context) -> "QRetriever":
+    """`retriever_for`, brought up to the newest version another worker published to the learning
+    log, if there is a newer one (one small query per call)."""
+    from memento.memory.learner import learning_log
+
+    retriever = retriever_for(ctx)
+    latest = learning_log(ctx).latest()
+    if latest is not None and latest.version > retriever.version:
+        adopt_version(ctx, learning_log(ctx).weights(latest.version), latest.version, latest.learned_seq)
+        retriever = retriever_for(ctx)
+    return retriever
+
+
+def adopt_version(ctx: Context, weights: bytes, version: int, learned_seq: int) -> "QRetriever":
+    """Make the given published weights this process's retriever for these settings."""
+    from memento.memory.q_retriever import QRetriever
+
+    retriever = QRetriever.from_bytes(weights, ctx.encoder, ctx.retriever_device, f"version {version}")
+    retriever.version, retriever.learned_seq = version, learned_seq
+    with _lock:
+        _retrievers[str(ctx.retriever_checkpoint().resolve())] = retriever
+    return retriever
 
 
 def forget_retriever(ctx: Context) -> None:

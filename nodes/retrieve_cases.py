@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 
 from memento.graph.approval import policy_dict
 from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.memory.case import RetrievedCase
 from memento.memory.lexical import mismatch_matrix
-from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
+from memento.memory.resources import case_bank_for, current_retriever, encoder_loading, retriever_for
 from memento.memory.retrieval import INITIAL_UTILITY, distinct_sources, utility_order
 
 
@@ -39,7 +40,8 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
         "reward": None, "score": None, "error": None, "case_written": False, "cited_cases": [],
         "abandoned_cases": [], "plan_review": False, "plan_rejected": False, "review_feedback": [],
-        "case_discarded": False, "run_approval": policy_dict(ctx.policy),
+        "case_discarded": False, "run_approval": policy_dict(ctx.policy), "transitions": 0,
+        "retriever_version": None,
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
@@ -52,26 +54,31 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if phase := encoder_loading(ctx):
         get_stream_writer()({"event": "phase", "text": phase})
     with torch_threads(ctx.torch_threads):
-        cases = select_cases(ctx, state["task"])
+        cases = select_cases(ctx, state["task"], runtime.store)
     update["cases_used"] = [case.model_dump() for case in cases]
+    if ctx.retrieval_mode == "parametric":
+        update["retriever_version"] = retriever_for(ctx).version
     get_stream_writer()({"event": "cases_retrieved", "count": len(cases), "mode": ctx.retrieval_mode,
                          "successes": sum(case.success for case in cases)})
     return update
 
 
-def select_cases(ctx: Context, task: str) -> list[RetrievedCase]:
+def select_cases(ctx: Context, task: str, store: BaseStore | None = None) -> list[RetrievedCase]:
     """Two stages: Chroma's nearest candidates (one per source task, unless
     `distinct_source_tasks` is off), then the K to show, by mode: the nearest (similarity), the
     best of the nearest `utility_candidates` by similarity and utility (utility), or the highest
     Q, drawn by the exploring policy (parametric).
 
     Per-query work is one encoder pass for the task, the nearest-neighbour search, and one
-    batched network pass over at most `candidates` stored embeddings: nothing grows with the bank."""
-    bank = case_bank_for(ctx)
+    batched network pass over at most `candidates` stored embeddings: nothing grows with the bank.
+
+    With a LangGraph `store` (the one given to `build_graph`), the cases are that store's, found by
+    its own search of the task's text."""
+    bank = case_bank_for(ctx, store)
     query = bank.encoder.encode([task])[0]
     mode = ctx.retrieval_mode
     wide = mode != "similarity" or ctx.distinct_source_tasks
-    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k)
+    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k, query_text=task)
     keep = distinct_sources(found.cases) if ctx.distinct_source_tasks else list(range(len(found.cases)))
     cases = [found.cases[i] for i in keep]
     if mode == "similarity":
@@ -81,7 +88,7 @@ def select_cases(ctx: Context, task: str) -> list[RetrievedCase]:
         utilities = np.asarray([INITIAL_UTILITY if c.utility is None else c.utility for c in pool])
         order = utility_order(np.asarray([c.similarity for c in pool]), utilities)
         return [pool[i] for i in order[:ctx.top_k]]
-    retriever = retriever_for(ctx)
+    retriever = current_retriever(ctx)  # the newest version the learner published
     mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases])
                 if retriever.settings.lexical else None)
     q = retriever.q_values(query, found.task_embeddings[keep], found.plan_embeddings[keep], mismatch)

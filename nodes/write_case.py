@@ -10,6 +10,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.config import get_config, get_stream_writer
 from langgraph.func import task
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 
 from memento.graph.approval import case_request, run_policy
 from memento.graph.context import Context, context_of
@@ -90,7 +91,7 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     TOOLBOXES.release(state.get("case_id"))  # the run's tools are done: close its MCP sessions
     if state.get("case_written"):
         return {}
-    update = _score_and_store(ctx, state)
+    update = _score_and_store(ctx, state, runtime.store)
     # The run has ended (its case written or discarded): its workspace goes, unless kept. A run
     # that failed before this point keeps it, so a resume finds its files.
     if state.get("case_id"):
@@ -102,7 +103,7 @@ def write_case(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return update
 
 
-def _score_and_store(ctx: Context, state: State) -> dict[str, Any]:
+def _score_and_store(ctx: Context, state: State, store: BaseStore | None = None) -> dict[str, Any]:
     answer = state.get("final_answer") or ""
     scored = score_run(ctx, state, answer)
     reviewed = review_case(ctx, state, answer, scored)
@@ -126,13 +127,14 @@ def _score_and_store(ctx: Context, state: State) -> dict[str, Any]:
         # overwrites its own case instead of adding a second one.
         if phase := encoder_loading(ctx):
             emit({"event": "phase", "text": phase})
-        bank = case_bank_for(ctx)
+        bank = case_bank_for(ctx, store)
         bank.write(case)
         emit({"event": "case_written", "case_id": case.id, "reward": case.reward})
         if ctx.online_learning and ctx.retrieval_mode != "none":
             learned = learn_from_run(ctx, bank, case, state.get("cases_used", []), state.get("cited_cases") or [],
                                      state.get("abandoned_cases") or [])
             if learned:
+                update["transitions"] = learned["transitions"]
                 emit({"event": "retriever_updated", **learned})
     return update
 
@@ -160,30 +162,31 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
 def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
                    cited: list[str] | None = None, abandoned: list[str] | None = None) -> dict[str, Any] | None:
     """What the run teaches, from the credit (see `credit`), in both learners whatever the
-    retrieval mode: the credited cases' utilities move toward their rewards, and the (task, case,
-    reward) transitions go into the Q-retriever's replay buffer, followed by `retriever_steps`
-    gradient steps and a save. Without citations, each shown case is weighted by its retrieval
+    retrieval mode: the (task, case, reward) transitions are recorded in the learning log (once
+    per run: a resumed or replayed run records nothing), the credited cases' utilities move toward
+    their rewards, and the learner trains the Q-retriever on every run recorded since its last
+    version (`retriever_steps` gradient steps per run) and publishes the next version (see
+    `memory.learner`). Without citations, each shown case is weighted by its retrieval
     probability."""
-    _, task_vectors, _ = bank.embeddings([case.id])  # stored by the write above: no re-encoding
+    from memento.memory.learner import learn_pending, learning_log
+    from memento.memory.q_retriever import MAX_PER_EPISODE
+
     credited, rewards, by_citation = credit(cases_used, case.reward, cited or [], abandoned or [])
-    ids, case_tasks, case_plans = bank.embeddings(credited)
-    reward_of = dict(zip(credited, rewards))
     shown = {c["id"]: c for c in cases_used}
+    ids = [i for i in credited if i in shown]
+    reward_of = dict(zip(credited, rewards))
     q = [shown[i].get("q") for i in ids]
     retriever = retriever_for(ctx)
-    weights = retriever.selection_weights(np.asarray(q)) if ids and None not in q and not by_citation else None
-    shown_state = None
-    if retriever.settings.discount > 0 and by_citation:  # the next state is every case shown, not only the credited
-        shown_state = bank.embeddings([c["id"] for c in cases_used])[1:]
+    weights = retriever.selection_weights(np.asarray(q)).tolist() if ids and None not in q and not by_citation else None
+    with_next = retriever.settings.discount > 0 and by_citation  # the next state is every case shown
     mismatch = mismatch_matrix(case.task, [shown[i]["task"] for i in ids],
                                [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids])
-    with retriever.lock:
-        stored = retriever.observe(task_vectors[0], case_tasks, case_plans, np.asarray([reward_of[i] for i in ids]),
-                                   weights, episode=case.id, shown=shown_state, mismatch=mismatch)
-        if not stored:
-            return None  # this run was learned from before (a resumed or replayed run)
-        utilities = bank.update_utilities({i: reward_of[i] for i in ids}, ctx.utility_rate)
-        loss = retriever.update(ctx.retriever_steps)
-        retriever.save(ctx.retriever_checkpoint())
-    return {"transitions": stored, "loss": None if loss is None else round(loss, 4), "updates": retriever.updates,
-            "utilities": len(utilities)}
+    payload = {"task_id": case.id, "ids": ids, "rewards": [reward_of[i] for i in ids], "weights": weights,
+               "mismatch": np.asarray(mismatch).tolist(), "steps": ctx.retriever_steps,
+               "shown": [c["id"] for c in cases_used] if with_next else None}
+    log = learning_log(ctx)
+    recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE))
+    if not recorded:
+        return None  # this run was recorded before (a resumed or replayed run)
+    learned = learn_pending(ctx, bank, utilities={i: reward_of[i] for i in ids})
+    return {"transitions": recorded, **(learned or {})}

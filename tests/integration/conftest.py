@@ -32,3 +32,41 @@ def call(box, name, **args):
 
 def stdio(module, *args, **extra):
     return {"transport": "stdio", "command": "{python}", "args": ["-m", module, *args], **extra}
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL on a free loopback port for the whole session (`make test` installs it where
+    the machine allows); the tests that need it skip, saying why, where it cannot run."""
+    from memento.bench.servers import ServerUnavailable, local_postgres
+
+    try:
+        with local_postgres() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A database of its own for the test, on the session's server; its URL holds the password."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    """`chroma run` on a free loopback port, stopped after the test."""
+    from memento.bench.servers import ServerUnavailable, local_chroma
+
+    try:
+        with local_chroma(tmp_path / "chroma-server") as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))

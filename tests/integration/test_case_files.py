@@ -34,7 +34,7 @@ def test_original_format_round_trip(tmp_path):
     assert sorted(json.loads(line)["case"] for line in exported) == sorted(r["case"] for r in ORIGINAL)
     assert {json.dumps(json.loads(x), sort_keys=True) for x in exported} == {json.dumps(r, sort_keys=True) for r in ORIGINAL}
     shown = json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)
-    plans = {c["task"]: c["plan"] for c in shown}
+    plans = {c["task"]: c["plan"] for c in shown["cases"]}
     assert plans[ORIGINAL[1]["case"]] == ["Identify the school.", "Find staff numbers."]
     # Importing the same file again adds nothing.
     again = json.loads(memento("cases", "import", str(tmp_path / "memory.jsonl"), "--json", "--data-dir", data).stdout)
@@ -70,7 +70,7 @@ def test_a_malformed_line_rejects_the_whole_file(tmp_path, bad_line, problem):
     line = one_line_error(memento("cases", "import", bad, "--data-dir", data), "line 3", problem)
     assert "nothing was imported" in line
     listed = json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)
-    assert [c["task"] for c in listed] == [ORIGINAL[0]["case"]]
+    assert [c["task"] for c in listed["cases"]] == [ORIGINAL[0]["case"]]
 
 
 def test_a_bad_id_on_the_last_of_300_lines_imports_nothing(tmp_path):
@@ -79,7 +79,7 @@ def test_a_bad_id_on_the_last_of_300_lines_imports_nothing(tmp_path):
     rows = [{"id": f"case-{n}", "task": f"task number {n}", "reward": n % 2} for n in range(300)]
     bad = _write(tmp_path / "bad.jsonl", [*rows, {"id": "", "task": "x", "reward": 1}])
     one_line_error(memento("cases", "import", bad, "--data-dir", data), "line 301", "nothing was imported")
-    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout) == []
+    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)["cases"] == []
 
 
 def test_a_task_over_the_limit_is_refused_at_import_and_at_run(tmp_path):
@@ -91,7 +91,7 @@ def test_a_task_over_the_limit_is_refused_at_import_and_at_run(tmp_path):
                            "--config", str(config)), "line 2", "51 characters", "max_task_chars", "nothing was imported")
     one_line_error(memento("run", "y" * 51, "--data-dir", data, "--config", str(config)), "51 characters",
                    "max_task_chars")
-    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout) == []
+    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)["cases"] == []
 
 
 def test_invalid_utf8_names_its_line(tmp_path):

@@ -72,7 +72,10 @@ def test_run_json_then_cases_list_show_delete(tmp_path):
     assert outcome["final_answer"] == "42" and outcome["simulated_roles"] == ["planner", "executor", "judge"]
 
     listed = json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)
-    assert [c["id"] for c in listed] == [outcome["case_id"]]
+    assert [c["id"] for c in listed["cases"]] == [outcome["case_id"]]
+    assert listed["count"] == listed["total"] == 1 and listed["location"]
+    limited = json.loads(memento("cases", "list", "--json", "--limit", "0", "--data-dir", data).stdout)
+    assert limited["cases"] == [] and limited["count"] == 0 and limited["total"] == 1
     shown = json.loads(memento("cases", "show", outcome["case_id"][:8], "--json", "--data-dir", data).stdout)
     assert shown["task"] == "What is 6 * 7?" and shown["reward"] == 1.0
     text = memento("cases", "show", outcome["case_id"], "--data-dir", data).stdout
@@ -80,7 +83,7 @@ def test_run_json_then_cases_list_show_delete(tmp_path):
 
     deleted = json.loads(memento("cases", "delete", outcome["case_id"], "--json", "--data-dir", data).stdout)
     assert deleted == {"deleted": [outcome["case_id"]]}
-    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout) == []
+    assert json.loads(memento("cases", "list", "--json", "--data-dir", data).stdout)["cases"] == []
     one_line_error(memento("cases", "show", "abc", "--data-dir", data), "no case with id 'abc'")
 
 

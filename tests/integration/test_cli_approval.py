@@ -22,7 +22,9 @@ def test_run_waits_threads_lists_it_and_resume_answers_each_point(tmp_path):
 
     listed = memento("threads", "--data-dir", data, "--waiting", "--json")
     assert listed.returncode == 0, listed.stderr
-    (row,) = json.loads(listed.stdout)
+    body = json.loads(listed.stdout)
+    assert body["count"] == 1 and body["waiting_only"] is True
+    (row,) = body["threads"]
     assert row["thread_id"] == "ask" and row["status"] == "waiting" and row["task"] == "What is 2 + 3 * 4?"
     assert row["interrupt"]["point"] == "plan"
 
@@ -31,7 +33,7 @@ def test_run_waits_threads_lists_it_and_resume_answers_each_point(tmp_path):
     bad.write_text(json.dumps({"subtasks": []}), encoding="utf-8")
     refused = memento("resume", "ask", "--data-dir", data, "--edit", str(bad))
     one_line_error(refused, "answer refused", "subtasks")
-    assert json.loads(memento("threads", "--data-dir", data, "--json").stdout)[0]["interrupt"]["point"] == "plan"
+    assert json.loads(memento("threads", "--data-dir", data, "--json").stdout)["threads"][0]["interrupt"]["point"] == "plan"
 
     plan = memento("resume", "ask", "--data-dir", data, "--approve")
     assert plan.returncode == EXIT_WAITING, plan.stderr
@@ -49,7 +51,8 @@ def test_run_waits_threads_lists_it_and_resume_answers_each_point(tmp_path):
                          ({"decisions": [{"type": "approve"}], "reward": 1}, "beside")):
         edit.write_text(json.dumps(content), encoding="utf-8")
         one_line_error(memento("resume", "ask", "--data-dir", data, "--edit", str(edit)), "answer refused", why)
-        assert json.loads(memento("threads", "--data-dir", data, "--json").stdout)[0]["interrupt"]["point"] == "case"
+        listed = json.loads(memento("threads", "--data-dir", data, "--json").stdout)
+        assert listed["threads"][0]["interrupt"]["point"] == "case"
     assert case_bank_for(Context(data_dir=data)).count() == 0
     case = memento("resume", "ask", "--data-dir", data, "--reject", "a test run", "--json")
     assert case.returncode == 0, case.stderr
@@ -57,8 +60,9 @@ def test_run_waits_threads_lists_it_and_resume_answers_each_point(tmp_path):
     assert outcome["status"] == "done" and outcome["final_answer"] == "42" and outcome["case_discarded"] is True
     assert case_bank_for(Context(data_dir=data)).count() == 0
 
-    rows = json.loads(memento("threads", "--data-dir", data, "--json").stdout)
-    assert [(r["thread_id"], r["status"]) for r in rows] == [("ask", "done")]
+    listed = json.loads(memento("threads", "--data-dir", data, "--json").stdout)
+    assert [(r["thread_id"], r["status"]) for r in listed["threads"]] == [("ask", "done")]
+    assert listed["count"] == 1 and listed["waiting_only"] is False
     again = memento("resume", "ask", "--data-dir", data, "--approve")
     one_line_error(again, "not waiting for approval")
 

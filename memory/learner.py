@@ -1,0 +1,315 @@
+"""One learner for many workers: transitions in a durable log, versioned weights beside them.
+
+Each finished run records its (task, case, reward) transitions as one row of a log, once per run
+(a resumed or replayed run records nothing more). Learning then takes the log's lock, loads the
+newest published weights if another worker published them, trains on every run recorded since
+those weights were made, in the order they were recorded, and publishes the result as the next
+version. Workers that retrieve check the newest version number (one small query) and load the
+weights when a newer version exists. So N workers on one log learn exactly what one process
+would have learned from the same runs in that order: no transition is lost (the log is the
+record, not a process's memory), none is learned twice (a version says how far into the log it
+has learned), and the weights never fork (versions are made one at a time, under the lock).
+
+The log lives where the runs are checkpointed: in the checkpointer's PostgreSQL database when
+`checkpointer` is a `postgresql://` URL (workers on several machines), else in the SQLite file
+`learning.sqlite` beside the checkpoints (workers on one machine sharing a data folder). The
+retriever file (`retriever_path`) stays the local copy of the newest version this process
+published, and the starting point of a log that has no version yet (say, offline training).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from memento.graph.errors import RunError
+from memento.graph.persistence import redact_text, redact_url
+
+if TYPE_CHECKING:
+    from memento.graph.context import Context
+
+LOCK_KEY = 0x6D656D656E746F  # pg_advisory lock id of the learner ("memento")
+KEEP_VERSIONS = 3  # older weights are dropped once newer ones exist
+BUSY_TIMEOUT_S = 120.0
+
+
+class LearnerError(RunError, ConnectionError):
+    """The learning log cannot be reached or used."""
+
+
+@dataclass(frozen=True)
+class Version:
+    version: int
+    learned_seq: int  # the last log row these weights have learned
+    learned: int  # transitions learned, in all
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Recorded:
+    seq: int
+    episode: str
+    payload: dict[str, Any]
+
+
+class _Sql:
+    """The few statements the log needs, on SQLite or PostgreSQL."""
+
+    def __init__(self, target: str, postgres: bool) -> None:
+        self.target, self.postgres = target, postgres
+        self._conn: Any = None
+        self.lock = threading.RLock()
+
+    def where(self) -> str:
+        return redact_url(self.target) if self.postgres else self.target
+
+    def connect(self) -> Any:
+        if self._conn is not None:
+            return self._conn
+        try:
+            if self.postgres:
+                import psycopg
+
+                self._conn = psycopg.connect(self.target, autocommit=True, connect_timeout=30)
+            else:
+                Path(self.target).parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.target, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                             check_same_thread=False)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+        except Exception as exc:  # noqa: BLE001 - psycopg or sqlite3, told apart by the message
+            raise LearnerError(f"cannot open the learning log at {self.where()}: "
+                               f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+        self._create()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def execute(self, sql: str, params: tuple = ()) -> Any:
+        sql = sql.replace("?", "%s") if self.postgres else sql
+        return self.connect().execute(sql, params)
+
+    def _create(self) -> None:
+        serial = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        blob = "BYTEA" if self.postgres else "BLOB"
+        with self.transaction():
+            self.execute(f"CREATE TABLE IF NOT EXISTS memento_transitions (seq {serial}, episode TEXT NOT NULL UNIQUE, "
+                         "n INTEGER NOT NULL, payload TEXT NOT NULL, recorded_at DOUBLE PRECISION NOT NULL)")
+            self.execute(f"CREATE TABLE IF NOT EXISTS memento_retriever (version INTEGER PRIMARY KEY, learned_seq "
+                         f"BIGINT NOT NULL, learned BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL, weights {blob} "
+                         "NOT NULL)")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction that holds the learner's lock: across processes, one at a time."""
+        with self.lock:
+            conn = self._conn if self._conn is not None else self.connect()
+            if self.postgres:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                    yield
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+class LearningLog:
+    """The transitions of every run and the published versions of the Q-retriever's weights."""
+
+    def __init__(self, target: str, postgres: bool) -> None:
+        self._sql = _Sql(target, postgres)
+        self.location = self._sql.where()
+
+    def exists(self) -> bool:
+        return self._sql.postgres or Path(self._sql.target).exists()
+
+    def close(self) -> None:
+        self._sql.close()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except LearnerError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise LearnerError(f"the learning log at {self.location} failed: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                self._sql.close()  # a broken connection is opened again on the next call
+                raise LearnerError(f"the learning log at {self.location} failed: "
+                                   f"{redact_text(' '.join(str(exc).split()))[:300]}") from exc
+            raise
+
+    def record(self, episode: str, payload: dict[str, Any], n: int) -> int:
+        """Record one run's transitions; returns n, or 0 when the run was recorded before."""
+        with self._guard(), self._sql.transaction():
+            done = self._sql.execute("INSERT INTO memento_transitions (episode, n, payload, recorded_at) "
+                                     "VALUES (?, ?, ?, ?) ON CONFLICT (episode) DO NOTHING",
+                                     (episode, n, json.dumps(payload), time.time()))
+            return n if done.rowcount == 1 else 0
+
+    def latest(self) -> Version | None:
+        """The newest published version (without its weights), or None."""
+        if not self.exists():
+            return None
+        with self._guard(), self._sql.lock:
+            row = self._sql.execute("SELECT version, learned_seq, learned, created_at FROM memento_retriever "
+                                    "ORDER BY version DESC LIMIT 1").fetchone()
+        return Version(*row) if row else None
+
+    def weights(self, version: int) -> bytes:
+        with self._guard(), self._sql.lock:
+            row = self._sql.execute("SELECT weights FROM memento_retriever WHERE version = ?", (version,)).fetchone()
+        if row is None:
+            raise LearnerError(f"version {version} of the retriever is no longer in {self.location}")
+        return bytes(row[0])
+
+    def status(self) -> dict[str, Any]:
+        latest = self.latest()
+        if not self.exists():
+            return {"version": 0, "transitions": 0, "runs": 0, "learned": 0, "pending": 0, "log": self.location}
+        with self._guard(), self._sql.lock:
+            runs, total = self._sql.execute("SELECT count(*), coalesce(sum(n), 0) FROM memento_transitions").fetchone()
+        learned = latest.learned if latest else 0
+        return {"version": latest.version if latest else 0, "transitions": int(total), "runs": int(runs),
+                "learned": int(learned), "pending": int(total) - int(learned), "log": self.location}
+
+    @contextmanager
+    def learning(self) -> Iterator["LearningSession"]:
+        """The learner's turn: the lock is held until the block ends (and a version is published)."""
+        with self._guard(), self._sql.transaction():
+            yield LearningSession(self._sql)
+
+
+class LearningSession:
+    def __init__(self, sql: _Sql) -> None:
+        self._sql = sql
+
+    def latest(self) -> Version | None:
+        row = self._sql.execute("SELECT version, learned_seq, learned, created_at FROM memento_retriever "
+                                "ORDER BY version DESC LIMIT 1").fetchone()
+        return Version(*row) if row else None
+
+    def weights(self, version: int) -> bytes:
+        return bytes(self._sql.execute("SELECT weights FROM memento_retriever WHERE version = ?",
+                                       (version,)).fetchone()[0])
+
+    def pending(self, after_seq: int) -> list[Recorded]:
+        rows = self._sql.execute("SELECT seq, episode, payload FROM memento_transitions WHERE seq > ? ORDER BY seq",
+                                 (after_seq,)).fetchall()
+        return [Recorded(int(seq), episode, json.loads(payload)) for seq, episode, payload in rows]
+
+    def last_seq(self) -> int:
+        row = self._sql.execute("SELECT coalesce(max(seq), 0) FROM memento_transitions").fetchone()
+        return int(row[0])
+
+    def publish(self, learned_seq: int, learned: int, weights: bytes) -> Version:
+        latest = self.latest()
+        version = Version((latest.version if latest else 0) + 1, learned_seq, learned, time.time())
+        self._sql.execute("INSERT INTO memento_retriever (version, learned_seq, learned, created_at, weights) "
+                          "VALUES (?, ?, ?, ?, ?)", (version.version, version.learned_seq, version.learned,
+                                                     version.created_at, weights))
+        self._sql.execute("DELETE FROM memento_retriever WHERE version <= ?", (version.version - KEEP_VERSIONS,))
+        return version
+
+
+def _apply(retriever: Any, bank: Any, row: Recorded) -> int:
+    """Train on one recorded run: its transitions into the replay buffer, then its gradient steps.
+    Embeddings come from the bank (stored when the cases were written); a case deleted since is
+    left out. Returns the transitions learned."""
+    import numpy as np
+
+    p = row.payload
+    found, tasks, _ = bank.embeddings([p["task_id"]])
+    if not found:
+        return 0  # the run's own case is gone: nothing to learn from
+    ids, case_tasks, case_plans = bank.embeddings(p["ids"])
+    keep = [p["ids"].index(i) for i in ids]
+    pick = lambda values: None if values is None else np.asarray([values[k] for k in keep])  # noqa: E731
+    shown = bank.embeddings(p["shown"])[1:] if p.get("shown") else None
+    mismatch = pick(p["mismatch"]) if keep else None
+    with retriever.lock:
+        stored = retriever.observe(tasks[0], case_tasks, case_plans, pick(p["rewards"]) if keep else np.zeros(0),
+                                   pick(p["weights"]), episode=row.episode, shown=shown, mismatch=mismatch)
+        if stored:
+            retriever.update(int(p.get("steps", retriever.settings.steps_per_update)))
+    return stored
+
+
+def learn_pending(ctx: "Context", bank: Any, utilities: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """The learner's turn: under the log's lock, move the given cases' utilities, catch up with
+    the newest published version, train on every run recorded after it, publish the next version
+    and save it as the local retriever file. Returns what was learned, or None when nothing was
+    pending."""
+    from memento.memory.resources import adopt_version, retriever_for
+
+    log = learning_log(ctx)
+    with log.learning() as session:
+        moved = bank.update_utilities(utilities, ctx.utility_rate) if utilities else {}
+        latest = session.latest()
+        retriever = retriever_for(ctx)
+        if latest is not None and latest.version != retriever.version:
+            retriever = adopt_version(ctx, session.weights(latest.version), latest.version, latest.learned_seq)
+        rows = session.pending(latest.learned_seq if latest else 0)
+        if not rows:
+            return {"utilities": len(moved)} if moved else None
+        learned = latest.learned if latest else 0
+        for row in rows:
+            learned += _apply(retriever, bank, row)
+        version = session.publish(rows[-1].seq, learned, retriever.to_bytes())
+        retriever.version, retriever.learned_seq = version.version, version.learned_seq
+        retriever.save(ctx.retriever_checkpoint())
+    return {"version": version.version, "runs": len(rows), "learned": learned, "updates": retriever.updates,
+            "utilities": len(moved)}
+
+
+def publish_offline(log: LearningLog, retriever: Any) -> int:
+    """Publish offline-trained weights as the next version, so that every worker takes them up.
+    They start after the runs logged so far (those are counted as learned: the offline training
+    replaced what they taught)."""
+    with log.learning() as session:
+        last = session.last_seq()
+        total = session._sql.execute("SELECT coalesce(sum(n), 0) FROM memento_transitions").fetchone()[0]
+        version = session.publish(last, int(total), retriever.to_bytes())
+    retriever.version, retriever.learned_seq = version.version, version.learned_seq
+    return version.version
+
+
+_logs: dict[str, LearningLog] = {}
+_logs_lock = threading.Lock()
+
+
+def log_target(ctx: "Context") -> tuple[str, bool]:
+    if ctx.uses_postgres():
+        return ctx.checkpointer, True
+    return str(ctx.checkpoint_path().parent / "learning.sqlite"), False
+
+
+def learning_log(ctx: "Context") -> LearningLog:
+    """The learning log of these settings (one object per log per process)."""
+    target, postgres = log_target(ctx)
+    with _logs_lock:
+        if target not in _logs:
+            _logs[target] = LearningLog(target, postgres)
+        return _logs[target]
+
+
+def close_logs() -> None:
+    with _logs_lock:
+        for log in _logs.values():
+            log.close()
+        _logs.clear()
