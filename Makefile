@@ -15,7 +15,7 @@ export ANONYMIZED_TELEMETRY ?= False
 export LANGGRAPH_CLI_NO_ANALYTICS ?= 1
 export LANGGRAPH_NO_VERSION_CHECK ?= true
 
-.PHONY: all setup demo test sandbox-tool studio clean
+.PHONY: all setup demo test sandbox-tool install-bwrap postgres-server install-postgres studio clean
 
 all: test
 
@@ -40,27 +40,40 @@ $(READY): pyproject.toml
 demo: $(READY)
 	$(BIN)/memento demo
 
-test: $(READY) sandbox-tool
+test: $(READY) sandbox-tool postgres-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# bubblewrap for the code sandbox's bwrap backend (and its tests): installed where this machine
-# lets us (root or passwordless sudo, with apt); elsewhere its tests are skipped, saying why.
-sandbox-tool:
-	@if command -v bwrap >/dev/null 2>&1; then :; \
-	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "bubblewrap not installed and no apt-get here: the bwrap sandbox tests will be skipped"; \
+# System packages some tests need, installed where this machine lets us (root or passwordless sudo,
+# with apt); elsewhere those tests are skipped, saying why: bubblewrap for the code sandbox's bwrap
+# backend, PostgreSQL for the Postgres checkpointer and the shared learner (the tests start their
+# own server on a free port in a temporary folder, and stop it).
+define apt_install
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "$(1) not installed and no apt-get here: $(2) will be skipped"; \
+	elif [ "$$SUDO" = none ]; then \
+	  echo "$(1) not installed and no root to install it: $(2) will be skipped"; \
 	else \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
-	  if [ "$$SUDO" = none ]; then \
-	    echo "bubblewrap not installed and no root to install it: the bwrap sandbox tests will be skipped"; \
-	  else \
-	    echo "installing bubblewrap (apt) for the code sandbox"; \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
-	    { $$SUDO apt-get update -q >/dev/null 2>&1 && \
-	      $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
-	    echo "could not install bubblewrap: the bwrap sandbox tests will be skipped"; \
-	  fi; \
+	  echo "installing $(1) (apt) for $(2)"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1) >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1) >/dev/null 2>&1; } || \
+	  echo "could not install $(1): $(2) will be skipped"; \
 	fi
+endef
+
+sandbox-tool:
+	@command -v bwrap >/dev/null 2>&1 || $(MAKE) --no-print-directory install-bwrap
+
+install-bwrap:
+	$(call apt_install,bubblewrap,the bwrap sandbox tests)
+
+postgres-server:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory install-postgres
+
+install-postgres:
+	$(call apt_install,postgresql,the PostgreSQL tests)
 
 studio: $(READY)
 	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true $(BIN)/langgraph dev --port 2025 --no-browser

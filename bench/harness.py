@@ -294,8 +294,9 @@ class Benchmark:
 
     def run(self, progress_out: TextIO | None = sys.stderr,
             on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        from langgraph.checkpoint.sqlite import SqliteSaver
         from tqdm import tqdm
+
+        from memento.graph.persistence import open_checkpointer
 
         from memento.graph.builder import build_graph
 
@@ -308,9 +309,9 @@ class Benchmark:
         with ExitStack() as stack:
             graphs = {}
             for arm in self.arms:
-                folder = self.contexts[arm.key].resolved_data_dir()
-                folder.mkdir(parents=True, exist_ok=True)
-                saver = stack.enter_context(SqliteSaver.from_conn_string(str(folder / "checkpoints.sqlite")))
+                ctx = self.contexts[arm.key]
+                ctx.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+                saver = stack.enter_context(open_checkpointer(ctx.checkpointer_target()))
                 graphs[arm.key] = build_graph(saver)
             bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run", file=progress_out,
                                            disable=progress_out is None, dynamic_ncols=True, desc="bench"))
@@ -347,10 +348,24 @@ class Benchmark:
         truth = task.ground_truth if self.settings.reward == "truth" else None
         return {"task": task.question, "files": task.files, "ground_truth": truth}
 
+    def thread_prefix(self) -> str:
+        """"" when each arm checkpoints in its own folder; with a shared checkpointer (a Postgres
+        URL, or one SQLite file), this benchmark's own id, kept in --out, so that two benchmarks
+        on one database never take each other's threads for their own."""
+        if not self.base.checkpointer:
+            return ""
+        path = self.out / "bench-id"
+        if not path.exists():
+            import uuid
+
+            path.write_text(uuid.uuid4().hex[:12], encoding="utf-8")
+        return path.read_text(encoding="utf-8").strip() + "-"
+
     def run_one(self, graph: Any, job: Job) -> dict[str, Any]:
         ctx = self.job_context(job)
         task = job.task
-        config = {"configurable": {"thread_id": job.thread_id}}
+        thread_id = self.thread_prefix() + job.thread_id
+        config = {"configurable": {"thread_id": thread_id}}
         t0 = time.perf_counter()
         snapshot = graph.get_state(config)
         resumed = snapshot.created_at is not None
@@ -375,7 +390,7 @@ class Benchmark:
                             "utility": c.get("utility")} for c in values.get("cases_used") or []],
             "cited": values.get("cited_cases") or [],
             "case_id": values.get("case_id"), "error": error, "wall_s": round(wall, 3), "resumed": resumed,
-            "thread_id": job.thread_id, "metadata": task.metadata,
+            "thread_id": thread_id, "metadata": task.metadata,
         }
 
 

@@ -113,6 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     for role in ("planner", "executor", "judge"):
         overrides[f"{role}_model"] = getattr(args, f"{role}_model")
         overrides[f"{role}_base_url"] = getattr(args, f"{role}_base_url")
+    import os
+
+    overrides["checkpointer"] = getattr(args, "checkpointer", None) or os.environ.get("MEMENTO_CHECKPOINTER") or None
     base = load_context(args.config, **overrides)
     from memento.llm.factory import check_model_settings
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from memento.cli.runner import stream_run
 from memento.graph.context import Context
+from memento.graph.persistence import redact_url
 from memento.memory.resources import case_bank_for
 
 REPORTS = {
@@ -38,7 +39,8 @@ def run_demo(ctx: Context, data_dir: str | None) -> int:
     ctx = ctx.replace(data_dir=str(folder), approval={})  # the demo runs unattended
     bank = case_bank_for(ctx)
     print(f"Memento demo: {len(TASKS)} related tasks, run offline by the SIMULATED model (deterministic; not an LLM)")
-    print(f"through the real graph, a real Chroma case bank, the real encoder and SQLite checkpoints in {folder}\n")
+    where = f"Postgres checkpoints ({redact_url(ctx.checkpointer)})" if ctx.uses_postgres() else "SQLite checkpoints"
+    print(f"through the real graph, a real Chroma case bank, the real encoder and {where} in {folder}\n")
     rows = []
     for n, (task, attached, truth) in enumerate(TASKS, 1):
         print(f"=== task {n}: {task}  (case bank holds {bank.count()} case(s))")

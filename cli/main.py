@@ -311,7 +311,7 @@ def cmd_threads(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from memento.cli.demo import run_demo
 
-    return run_demo(load_context(args.config), args.data_dir)
+    return run_demo(load_context(args.config, checkpointer=_overrides(args)["checkpointer"]), args.data_dir)
 
 
 def _find(bank: Any, prefix: str) -> Any:

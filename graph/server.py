@@ -2,7 +2,8 @@
 
 The operator of the server decides its settings through the server's environment, read once when
 the server loads this module: `MEMENTO_CONFIG` (a config file, as `memento --config` takes) and
-`MEMENTO_DATA_DIR` (the data folder; default: the per-user data folder). A caller's run context
+`MEMENTO_DATA_DIR` (the data folder; default: the per-user data folder) and `MEMENTO_CHECKPOINTER`
+(a Postgres URL: where the learning log of a team's workers lives). A caller's run context
 may only hold the fields of `memento.graph.caller.CallerContext`; who may call, and which threads
 each caller sees, is `memento.graph.auth`.
 """
@@ -17,11 +18,15 @@ from memento.graph.context import Context, load_context
 
 CONFIG_VARIABLE = "MEMENTO_CONFIG"
 DATA_DIR_VARIABLE = "MEMENTO_DATA_DIR"
+CHECKPOINTER_VARIABLE = "MEMENTO_CHECKPOINTER"
 
 
 def operator_context(environ: Mapping[str, Any] = os.environ) -> Context:
-    """The server's settings: the defaults, then the config file, then the data folder."""
-    return load_context(environ.get(CONFIG_VARIABLE) or None, data_dir=environ.get(DATA_DIR_VARIABLE) or None)
+    """The server's settings: the defaults, then the config file, then the data folder and the
+    Postgres database of the learning log (`MEMENTO_CHECKPOINTER`; the server's own threads are
+    checkpointed by the LangGraph server itself)."""
+    return load_context(environ.get(CONFIG_VARIABLE) or None, data_dir=environ.get(DATA_DIR_VARIABLE) or None,
+                        checkpointer=environ.get(CHECKPOINTER_VARIABLE) or None)
 
 
 graph = build_graph(operator=operator_context())

@@ -23,6 +23,7 @@ import json
 import sqlite3
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from memento.graph.persistence import redact_text, redact_url
 if TYPE_CHECKING:
     from memento.graph.context import Context
 
-LOCK_KEY = 0x6D656D656E746F  # pg_advisory lock id of the learner ("memento")
+LOCK_KEY = 0x6D656D6F  # pg_advisory lock class of the learners ("memo"); the second key is the bank's
 KEEP_VERSIONS = 3  # older weights are dropped once newer ones exist
 BUSY_TIMEOUT_S = 120.0
 
@@ -101,20 +102,21 @@ class _Sql:
         serial = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
         blob = "BYTEA" if self.postgres else "BLOB"
         with self.transaction():
-            self.execute(f"CREATE TABLE IF NOT EXISTS memento_transitions (seq {serial}, episode TEXT NOT NULL UNIQUE, "
-                         "n INTEGER NOT NULL, payload TEXT NOT NULL, recorded_at DOUBLE PRECISION NOT NULL)")
-            self.execute(f"CREATE TABLE IF NOT EXISTS memento_retriever (version INTEGER PRIMARY KEY, learned_seq "
-                         f"BIGINT NOT NULL, learned BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL, weights {blob} "
-                         "NOT NULL)")
+            self.execute(f"CREATE TABLE IF NOT EXISTS memento_transitions (seq {serial}, bank TEXT NOT NULL, "
+                         "episode TEXT NOT NULL, n INTEGER NOT NULL, payload TEXT NOT NULL, "
+                         "recorded_at DOUBLE PRECISION NOT NULL, UNIQUE (bank, episode))")
+            self.execute(f"CREATE TABLE IF NOT EXISTS memento_retriever (bank TEXT NOT NULL, version INTEGER NOT NULL, "
+                         f"learned_seq BIGINT NOT NULL, learned BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL, "
+                         f"weights {blob} NOT NULL, PRIMARY KEY (bank, version))")
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One transaction that holds the learner's lock: across processes, one at a time."""
+    def transaction(self, bank: str = "") -> Iterator[None]:
+        """One transaction that holds the learner's lock of `bank`: across processes, one at a time."""
         with self.lock:
             conn = self._conn if self._conn is not None else self.connect()
             if self.postgres:
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_KEY, zlib.crc32(bank.encode()) - 2**31))
                     yield
                 return
             conn.execute("BEGIN IMMEDIATE")
@@ -129,8 +131,9 @@ class _Sql:
 class LearningLog:
     """The transitions of every run and the published versions of the Q-retriever's weights."""
 
-    def __init__(self, target: str, postgres: bool) -> None:
+    def __init__(self, target: str, postgres: bool, bank: str = "") -> None:
         self._sql = _Sql(target, postgres)
+        self.bank = bank
         self.location = self._sql.where()
 
     def exists(self) -> bool:
@@ -156,10 +159,10 @@ class LearningLog:
 
     def record(self, episode: str, payload: dict[str, Any], n: int) -> int:
         """Record one run's transitions; returns n, or 0 when the run was recorded before."""
-        with self._guard(), self._sql.transaction():
-            done = self._sql.execute("INSERT INTO memento_transitions (episode, n, payload, recorded_at) "
-                                     "VALUES (?, ?, ?, ?) ON CONFLICT (episode) DO NOTHING",
-                                     (episode, n, json.dumps(payload), time.time()))
+        with self._guard(), self._sql.transaction(self.bank):
+            done = self._sql.execute("INSERT INTO memento_transitions (bank, episode, n, payload, recorded_at) "
+                                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (bank, episode) DO NOTHING",
+                                     (self.bank, episode, n, json.dumps(payload), time.time()))
             return n if done.rowcount == 1 else 0
 
     def latest(self) -> Version | None:
@@ -168,12 +171,13 @@ class LearningLog:
             return None
         with self._guard(), self._sql.lock:
             row = self._sql.execute("SELECT version, learned_seq, learned, created_at FROM memento_retriever "
-                                    "ORDER BY version DESC LIMIT 1").fetchone()
+                                    "WHERE bank = ? ORDER BY version DESC LIMIT 1", (self.bank,)).fetchone()
         return Version(*row) if row else None
 
     def weights(self, version: int) -> bytes:
         with self._guard(), self._sql.lock:
-            row = self._sql.execute("SELECT weights FROM memento_retriever WHERE version = ?", (version,)).fetchone()
+            row = self._sql.execute("SELECT weights FROM memento_retriever WHERE bank = ? AND version = ?",
+                                    (self.bank, version)).fetchone()
         if row is None:
             raise LearnerError(f"version {version} of the retriever is no longer in {self.location}")
         return bytes(row[0])
@@ -183,7 +187,8 @@ class LearningLog:
         if not self.exists():
             return {"version": 0, "transitions": 0, "runs": 0, "learned": 0, "pending": 0, "log": self.location}
         with self._guard(), self._sql.lock:
-            runs, total = self._sql.execute("SELECT count(*), coalesce(sum(n), 0) FROM memento_transitions").fetchone()
+            runs, total = self._sql.execute("SELECT count(*), coalesce(sum(n), 0) FROM memento_transitions WHERE bank = ?",
+                                            (self.bank,)).fetchone()
         learned = latest.learned if latest else 0
         return {"version": latest.version if latest else 0, "transitions": int(total), "runs": int(runs),
                 "learned": int(learned), "pending": int(total) - int(learned), "log": self.location}
@@ -191,39 +196,42 @@ class LearningLog:
     @contextmanager
     def learning(self) -> Iterator["LearningSession"]:
         """The learner's turn: the lock is held until the block ends (and a version is published)."""
-        with self._guard(), self._sql.transaction():
-            yield LearningSession(self._sql)
+        with self._guard(), self._sql.transaction(self.bank):
+            yield LearningSession(self._sql, self.bank)
 
 
 class LearningSession:
-    def __init__(self, sql: _Sql) -> None:
-        self._sql = sql
+    def __init__(self, sql: _Sql, bank: str) -> None:
+        self._sql, self.bank = sql, bank
 
     def latest(self) -> Version | None:
         row = self._sql.execute("SELECT version, learned_seq, learned, created_at FROM memento_retriever "
-                                "ORDER BY version DESC LIMIT 1").fetchone()
+                                "WHERE bank = ? ORDER BY version DESC LIMIT 1", (self.bank,)).fetchone()
         return Version(*row) if row else None
 
     def weights(self, version: int) -> bytes:
-        return bytes(self._sql.execute("SELECT weights FROM memento_retriever WHERE version = ?",
-                                       (version,)).fetchone()[0])
+        return bytes(self._sql.execute("SELECT weights FROM memento_retriever WHERE bank = ? AND version = ?",
+                                       (self.bank, version)).fetchone()[0])
 
     def pending(self, after_seq: int) -> list[Recorded]:
-        rows = self._sql.execute("SELECT seq, episode, payload FROM memento_transitions WHERE seq > ? ORDER BY seq",
-                                 (after_seq,)).fetchall()
+        rows = self._sql.execute("SELECT seq, episode, payload FROM memento_transitions WHERE bank = ? AND seq > ? "
+                                 "ORDER BY seq", (self.bank, after_seq)).fetchall()
         return [Recorded(int(seq), episode, json.loads(payload)) for seq, episode, payload in rows]
 
-    def last_seq(self) -> int:
-        row = self._sql.execute("SELECT coalesce(max(seq), 0) FROM memento_transitions").fetchone()
-        return int(row[0])
+    def recorded(self) -> tuple[int, int]:
+        """(the last row's seq, transitions in all) of this bank's log."""
+        row = self._sql.execute("SELECT coalesce(max(seq), 0), coalesce(sum(n), 0) FROM memento_transitions "
+                                "WHERE bank = ?", (self.bank,)).fetchone()
+        return int(row[0]), int(row[1])
 
     def publish(self, learned_seq: int, learned: int, weights: bytes) -> Version:
         latest = self.latest()
         version = Version((latest.version if latest else 0) + 1, learned_seq, learned, time.time())
-        self._sql.execute("INSERT INTO memento_retriever (version, learned_seq, learned, created_at, weights) "
-                          "VALUES (?, ?, ?, ?, ?)", (version.version, version.learned_seq, version.learned,
-                                                     version.created_at, weights))
-        self._sql.execute("DELETE FROM memento_retriever WHERE version <= ?", (version.version - KEEP_VERSIONS,))
+        self._sql.execute("INSERT INTO memento_retriever (bank, version, learned_seq, learned, created_at, weights) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (self.bank, version.version, version.learned_seq, version.learned,
+                                                        version.created_at, weights))
+        self._sql.execute("DELETE FROM memento_retriever WHERE bank = ? AND version <= ?",
+                          (self.bank, version.version - KEEP_VERSIONS))
         return version
 
 
@@ -282,9 +290,8 @@ def publish_offline(log: LearningLog, retriever: Any) -> int:
     They start after the runs logged so far (those are counted as learned: the offline training
     replaced what they taught)."""
     with log.learning() as session:
-        last = session.last_seq()
-        total = session._sql.execute("SELECT coalesce(sum(n), 0) FROM memento_transitions").fetchone()[0]
-        version = session.publish(last, int(total), retriever.to_bytes())
+        last, total = session.recorded()
+        version = session.publish(last, total, retriever.to_bytes())
     retriever.version, retriever.learned_seq = version.version, version.learned_seq
     return version.version
 
@@ -299,13 +306,23 @@ def log_target(ctx: "Context") -> tuple[str, bool]:
     return str(ctx.checkpoint_path().parent / "learning.sqlite"), False
 
 
+def bank_key(ctx: "Context") -> str:
+    """Which learner a run belongs to: the one of its case bank (workers that share a bank share a
+    learner; two banks in one database never mix their transitions or weights)."""
+    location = ctx.case_bank_location()
+    where = (f"{location}/{ctx.chroma_tenant}/{ctx.chroma_database}" if location.startswith(("http://", "https://"))
+             else str(Path(location).expanduser().absolute()))
+    return f"{where}#{ctx.collection}"
+
+
 def learning_log(ctx: "Context") -> LearningLog:
-    """The learning log of these settings (one object per log per process)."""
+    """The learning log of these settings (one object per log and bank per process)."""
     target, postgres = log_target(ctx)
+    key = f"{target}\n{bank_key(ctx)}"
     with _logs_lock:
-        if target not in _logs:
-            _logs[target] = LearningLog(target, postgres)
-        return _logs[target]
+        if key not in _logs:
+            _logs[key] = LearningLog(target, postgres, bank_key(ctx))
+        return _logs[key]
 
 
 def close_logs() -> None:

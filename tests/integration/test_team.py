@@ -179,3 +179,33 @@ def test_servers_down_or_refusing_give_one_line_and_store_nothing(tmp_path, post
     listed = json.loads(_memento("threads", "--data-dir", str(tmp_path / "d"), "--json", env=env).stdout)
     assert [t["status"] for t in listed["threads"]] == ["failed"]
     assert "cannot reach the Chroma server" in listed["threads"][0]["error"]
+
+
+def test_a_chroma_server_behind_a_token_gets_the_token_and_a_wrong_one_is_one_line(tmp_path, chroma_server,
+                                                                                   monkeypatch):
+    from memento.graph import Context
+    from memento.memory.case import Case
+    from memento.memory.resources import case_bank_for
+    from tests.fixtures.token_proxy import TokenProxy
+
+    with TokenProxy(chroma_server.url, "s3cret-token") as proxy:
+        ctx = Context(data_dir=str(tmp_path / "d"), chroma_url=proxy.url, chroma_token_env="TEAM_CHROMA_TOKEN",
+                      collection="guarded_cases")
+        monkeypatch.setenv("TEAM_CHROMA_TOKEN", "s3cret-token")
+        bank = case_bank_for(ctx)
+        bank.write(Case(id="c1", task="What is 2 + 2?", plan=["add"], final_answer="4", reward=1.0))
+        assert [c.id for c in bank.retrieve("What is 2 + 3?", 1)] == ["c1"]
+        assert set(proxy.seen) == {"Bearer s3cret-token"}
+
+        # A wrong token, then none: one line each, naming the variable; the CLI says the same.
+        env = {**os.environ, "TEAM_CHROMA_TOKEN": "bad-t0ken-value"}
+        config = tmp_path / "guarded.toml"
+        config.write_text(f'chroma_url = "{proxy.url}"\nchroma_token_env = "TEAM_CHROMA_TOKEN"\n'
+                          'collection = "guarded_cases"\n', encoding="utf-8")
+        for environ in (env, {k: v for k, v in env.items() if k != "TEAM_CHROMA_TOKEN"}):
+            listed = _memento("cases", "list", "--config", str(config), "--data-dir", str(tmp_path / "d2"), "--json",
+                              env=environ)
+            assert listed.returncode == 1, listed.stdout
+            error = json.loads(listed.stdout)["error"]
+            assert f"the Chroma server at {proxy.url} refused" in error and "TEAM_CHROMA_TOKEN" in error
+            assert "bad-t0ken-value" not in error and "\n" not in error
