@@ -10,10 +10,12 @@ it in `PGPASSWORD` or `~/.pgpass`, which libpq reads, and keep it out of the URL
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from memento.graph.errors import RunError
@@ -78,17 +80,41 @@ def postgres_saver(url: str) -> Iterator["BaseCheckpointSaver"]:
                                 f"{redact_text(' '.join(str(exc).split()))[:300]}: start it, or fix the checkpointer "
                                 "setting (the runs already stored there are kept)") from None
     try:
-        try:
-            saver.setup()
-        except psycopg.Error as exc:
-            raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: "
-                                    f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+        _set_up(saver, url)
         yield saver
     except BaseException as exc:
         if not manager.__exit__(type(exc), exc, exc.__traceback__):
             raise
     else:
         manager.__exit__(None, None, None)
+
+
+def _set_up(saver: Any, url: str, attempts: int = 6) -> None:
+    """Create or migrate the checkpoint tables, unless they are up to date. Workers starting at
+    once on a new database race on the migrations (PostgreSQL resolves that by failing one of
+    them); the migrations are idempotent, so the loser tries again."""
+    import psycopg
+
+    for attempt in range(attempts):
+        try:
+            with saver._cursor() as cur:
+                done = cur.execute("SELECT max(v) AS v FROM checkpoint_migrations").fetchone()
+            if done and done["v"] is not None and done["v"] >= len(saver.MIGRATIONS) - 1:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        try:
+            saver.setup()
+            return
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation,
+                psycopg.errors.SerializationFailure) as exc:
+            if attempt == attempts - 1:
+                raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: "
+                                        f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+            time.sleep(0.2 + random.random() * (attempt + 1))
+        except psycopg.Error as exc:
+            raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: "
+                                    f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
 
 
 @contextmanager
@@ -101,7 +127,9 @@ def open_checkpointer(target: str | Path) -> Iterator["BaseCheckpointSaver"]:
         return
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    with SqliteSaver.from_conn_string(target) as saver:
+    if target != ":memory:":
+        Path(target).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with SqliteSaver.from_conn_string(str(Path(target).expanduser()) if target != ":memory:" else target) as saver:
         yield saver
 
 
