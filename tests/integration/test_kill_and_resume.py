@@ -11,7 +11,7 @@ import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from memento.graph import Context, build_graph
-from memento.memory.resources import case_bank_for
+from memento.memory.resources import case_bank_for, release_case_banks
 
 pytestmark = pytest.mark.slow
 TASK = "What is the total of the numbers in the attached file?"
@@ -64,6 +64,7 @@ def test_killed_run_resumes_and_writes_exactly_one_case(tmp_path, numbers_file):
     assert saved.next == ("execute_subtask",)
     assert [r["subtask"] for r in saved.values["results"]] == [
         f"Read the attached file {numbers_file} and report its contents."]
+    release_case_banks()  # the embedded bank serves one process: the resuming one opens it next
 
     done = _resume(data, "killme")
     assert done.returncode == 0, done.stderr
@@ -73,6 +74,7 @@ def test_killed_run_resumes_and_writes_exactly_one_case(tmp_path, numbers_file):
     assert len(outcome["results"]) == 2  # the first subtask was not run again
     assert outcome["results"][0]["subtask"].startswith("Read the attached file")
 
+    release_case_banks()
     again = _resume(data, "killme")
     assert again.returncode == 0 and "already finished" in again.stderr
     cases = case_bank_for(ctx).list()
