@@ -293,7 +293,7 @@ class Benchmark:
         return time.perf_counter() - started
 
     def run(self, progress_out: TextIO | None = sys.stderr,
-            on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            on_record: Callable[[dict[str, Any]], None] | None = None, concurrency: int = 1) -> dict[str, Any]:
         from tqdm import tqdm
 
         from memento.graph.persistence import open_checkpointer
@@ -315,25 +315,55 @@ class Benchmark:
                 graphs[arm.key] = build_graph(saver)
             bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run", file=progress_out,
                                            disable=progress_out is None, dynamic_ncols=True, desc="bench"))
-            for n, job in enumerate(todo):
-                record = self.run_one(graphs[job.arm.key], job)
-                self._append(record)
+
+            def record(job: Job, result: dict[str, Any]) -> None:
+                nonlocal executed
+                self._append(result)
                 executed += 1
                 if on_record:
-                    on_record(record)
-                following = todo[n + 1] if n + 1 < len(todo) else None
-                if job.phase != "train" and (following is None or (following.arm, following.iteration,
-                                                                    following.phase) != (job.arm, job.iteration,
-                                                                                          job.phase)):
-                    self._release(job)
+                    on_record(result)
                 bar.set_postfix_str(self._running_accuracy(job), refresh=False)
                 bar.update(1)
+
+            if concurrency == 1:
+                for n, job in enumerate(todo):
+                    record(job, self.run_one(graphs[job.arm.key], job))
+                    following = todo[n + 1] if n + 1 < len(todo) else None
+                    if job.phase != "train" and (following is None or (following.arm, following.iteration,
+                                                                        following.phase) != (job.arm, job.iteration,
+                                                                                              job.phase)):
+                        self._release(job)
+            else:
+                self._run_waves(todo, graphs, record, concurrency)
         wall = time.perf_counter() - started
         steady = time.perf_counter() - steady_from
         return {"executed": executed, "wall_s": round(wall, 2), "warmup_s": round(warmup, 2),
-                "steady_s": round(steady, 2),
+                "steady_s": round(steady, 2), "concurrency": concurrency,
                 "tasks_per_minute": round(60 * executed / steady, 1) if executed and steady > 0 else None,
                 "tasks_per_minute_with_warmup": round(60 * executed / wall, 1) if executed and wall > 0 else None}
+
+    def _run_waves(self, todo: list[Job], graphs: dict[str, Any], record: Callable[[Job, dict[str, Any]], None],
+                   concurrency: int) -> None:
+        """The jobs in waves of one phase of one iteration (a wave waits for the one before: an
+        iteration's test pass reads the bank as its training left it), each arm running up to
+        `concurrency` of its jobs at once, in order."""
+        from memento.bench.pool import run_lanes
+
+        waves: list[list[Job]] = []
+        for job in todo:
+            if waves and (waves[-1][0].phase, waves[-1][0].iteration) == (job.phase, job.iteration):
+                waves[-1].append(job)
+            else:
+                waves.append([job])
+        for wave in waves:
+            if wave[0].phase != "train":
+                for arm in dict.fromkeys(job.arm for job in wave):
+                    self.freeze(arm, wave[0].iteration)  # once, before the threads read the copy
+            run_lanes(wave, lambda job: (job.arm.key, job.mode), lambda job: self.run_one(graphs[job.arm.key], job),
+                      record, concurrency)
+            if wave[0].phase != "train":
+                for job in {(job.arm.key, job.mode): job for job in wave}.values():
+                    self._release(job)
 
     def _running_accuracy(self, job: Job) -> str:
         parts = []

@@ -11,6 +11,9 @@ from typing import Any
 from memento.graph.context import ConfigError, load_context
 
 
+MAX_CONCURRENCY = 256
+
+
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     bench = commands.add_parser("bench", help="measure learning: run task suites, make offline worlds",
                                 description="Measure whether the agent learns from its case bank.")
@@ -36,6 +39,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                      help="truth: the graph scores against the answers (default); judge: the judge model "
                           "decides the reward, as with unlabelled tasks (answers still give the accuracy)")
     run.add_argument("--out", required=True, metavar="DIR", help="folder for results, summary and plots")
+    run.add_argument("--concurrency", type=int, default=1, metavar="N",
+                     help="run up to N tasks of an iteration at once in each arm (default 1: one at a time); a task "
+                          "sees the cases of the tasks that finished before it started")
     run.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     for role in ("planner", "executor", "judge"):
@@ -105,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.iterations < 1:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {args.concurrency}")
     tasks = load_tasks(args.tasks)  # every line checked before anything runs
     test_tasks = load_tasks(args.test) if args.test else None
     if args.cross and not args.test:
@@ -131,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else sys.stderr
     if already and progress:
         print(f"[bench] resuming {out}: {already} run(s) already recorded", file=progress, flush=True)
-    stats = bench.run(progress_out=progress)
+    stats = bench.run(progress_out=progress, concurrency=args.concurrency)
     if not stats["executed"]:  # nothing left to run: the figures of the run that did the work stand
         from memento.bench.harness import SUMMARY
 

@@ -426,3 +426,59 @@ def test_a_test_pass_reads_at_its_arms_k(tmp_path):
     assert set(shown[("test", "similarity@0")]) == {0} and all(r["k"] == 0 for r in runner.records
                                                                if r["arm"] == "similarity@0")
     assert max(shown[("test", "similarity@2")]) == 2
+
+
+def test_a_concurrent_benchmark_gives_the_sequential_results_once_each(tmp_path):
+    """Order cannot matter without memory (arm none, one iteration): 8 at once must give the same
+    results as one at a time, each task once, one case each."""
+    make_world(seed=6, out=tmp_path / "w.jsonl", families=3, tasks=4)
+    outcomes = {}
+    for concurrency in (1, 8):
+        out = tmp_path / f"out{concurrency}"
+        runner = Benchmark(load_tasks(tmp_path / "w.jsonl"),
+                           settings_for(tmp_path / "w.jsonl", 1, ["none"], [4], "truth", out / "arms", Context()),
+                           Context(), out)
+        runner.prepare()
+        stats = runner.run(progress_out=None, concurrency=concurrency)
+        assert stats["executed"] == 12 and stats["concurrency"] == concurrency
+        lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        keys = [(r["arm"], r["iteration"], r["task_id"]) for r in lines]
+        assert len(keys) == len(set(keys)) == 12
+        outcomes[concurrency] = {(r["task_id"], r["answer"], r["exact_match"], r["reward"]) for r in lines}
+        cases = case_bank_for(Context(data_dir=str(out / "arms" / "none"))).list()
+        assert sorted(c.thread_id for c in cases) == sorted(r["thread_id"] for r in lines)
+    assert outcomes[8] == outcomes[1]
+
+
+def test_a_benchmark_killed_at_concurrency_8_resumes_without_running_anything_twice(tmp_path):
+    make_world(seed=7, out=tmp_path / "w.jsonl", families=3, tasks=4)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "memento.cli.main", "bench", "run", "--tasks", str(tmp_path / "w.jsonl"),
+               "--iterations", "2", "--arms", "similarity,parametric", "--out", str(out), "--quiet",
+               "--concurrency", "8"]
+    results = out / "results.jsonl"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and len(results.read_bytes().splitlines()) >= 6:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the benchmark finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = len(results.read_bytes().splitlines())
+    assert 6 <= done_before < 2 * 2 * 12
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    keys = [(r["arm"], r["iteration"], r["task_id"]) for r in lines]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 12
+    for arm in ("similarity", "parametric"):
+        ctx = Context(data_dir=str(out / "arms" / arm))
+        cases = case_bank_for(ctx).list()
+        assert len(cases) == 2 * 12  # one per (iteration, task): no run twice
+        assert len({c.thread_id for c in cases}) == 2 * 12
