@@ -133,6 +133,36 @@ def best(answer: str, answers: list[str]) -> tuple[float, float]:
     return max(exact_match(answer, a) for a in answers), max(token_f1(answer, a) for a in answers)
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results file (one JSON object a line); a last line cut off by a kill is
+    dropped, and the file cut back to the whole lines."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records, good = [], 0
+    for line in data.splitlines(keepends=True):
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            break
+        if not line.endswith(b"\n"):
+            records.pop()
+            break
+        good += len(line)
+    if good < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(good)
+    return records
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One line, on disk before this returns."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _finished(values: dict[str, Any]) -> bool:
     return bool(values.get("case_written")) or values.get("error") is not None
 
@@ -190,30 +220,10 @@ class Benchmark:
         self.records = self._read_results()
 
     def _read_results(self) -> list[dict[str, Any]]:
-        """The recorded runs; a last line cut off by a kill is dropped."""
-        if not self.results_path.exists():
-            return []
-        data = self.results_path.read_bytes()
-        records, good = [], 0
-        for line in data.splitlines(keepends=True):
-            try:
-                records.append(json.loads(line))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break
-            if not line.endswith(b"\n"):
-                records.pop()
-                break
-            good += len(line)
-        if good < len(data):
-            with self.results_path.open("r+b") as handle:
-                handle.truncate(good)
-        return records
+        return read_records(self.results_path)
 
     def _append(self, record: dict[str, Any]) -> None:
-        with self.results_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_record(self.results_path, record)
         self.records.append(record)
 
     def jobs(self) -> list[Job]:

@@ -55,7 +55,7 @@ def _strings(value: Any, what: str) -> list[str]:
     return value
 
 
-def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
+def task_from_record(record: Any, line: int, folder: Path, answers_required: bool = True) -> BenchTask:
     if not isinstance(record, dict):
         raise ValueError("a line must hold a JSON object")
     question = record.get("question")
@@ -67,11 +67,13 @@ def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
         answers = _strings(record["answer"], "'answer'")
     elif "ground_truth" in record:  # the original Memento format
         answers = _strings(record["ground_truth"], "'ground_truth'")
+    elif not answers_required:
+        answers = []  # unlabelled: the judge scores the answer
     else:
         raise ValueError("no 'answer' (or the original format's 'ground_truth')")
     # The graph splits ground truth on the separator: so must the benchmark's own scoring.
     answers = [part.strip() for a in answers for part in a.split(ANSWER_SPLIT) if part.strip()]
-    if not answers:
+    if not answers and answers_required:
         raise ValueError("'answer' holds no non-empty answer")
     raw_id = record.get("id", f"line-{line}")
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id).strip():
@@ -98,8 +100,9 @@ def task_from_record(record: Any, line: int, folder: Path) -> BenchTask:
     return BenchTask(str(raw_id).strip(), question.strip(), answers, resolved, {**extra, **metadata}, line)
 
 
-def load_tasks(path: str | Path) -> list[BenchTask]:
-    """Every task in the file, or TaskFileError at the first bad line (nothing runs)."""
+def load_tasks(path: str | Path, answers_required: bool = True) -> list[BenchTask]:
+    """Every task in the file, or TaskFileError at the first bad line (nothing runs). Without
+    `answers_required`, a task may have no answer (the judge scores it)."""
     path = Path(path).expanduser()
     folder = path.absolute().parent
     tasks: list[BenchTask] = []
@@ -107,7 +110,7 @@ def load_tasks(path: str | Path) -> list[BenchTask]:
     try:
         for number, record in jsonl_records(path):
             try:
-                task = task_from_record(record, number, folder)
+                task = task_from_record(record, number, folder, answers_required)
             except ValueError as exc:
                 raise TaskFileError(f"{path}, line {number}: {exc}; nothing was run") from None
             if task.id in seen:

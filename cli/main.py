@@ -71,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="run a task", description="Run a task to its end, "
                               "streaming progress (node, subtask, tool), then print the final answer.")
-    run.add_argument("task", help="the task, in words")
+    run.add_argument("task", nargs="?", help="the task, in words (or --tasks FILE.jsonl)")
+    run.add_argument("--tasks", metavar="FILE.jsonl",
+                     help="run every task of a file (id, question, optional answer, files), one result line each "
+                          "in --out; the same command continues where it stopped")
+    run.add_argument("--out", metavar="RESULTS.jsonl", help="with --tasks: where the result lines go")
+    run.add_argument("--concurrency", type=int, default=1, metavar="N",
+                     help="with --tasks: run up to N tasks at once through one graph (default 1)")
     run.add_argument("--file", action="append", default=[], metavar="PATH", help="attach a file (repeatable)")
     run.add_argument("--ground-truth", metavar="TEXT", help="expected answer; scores the run without the judge")
     run.add_argument("--thread-id", metavar="ID", help="thread id for the run's checkpoints (default: a new one)")
@@ -249,6 +255,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     check_model_settings(ctx)
+    if args.tasks:
+        if args.task or args.file or args.ground_truth or args.thread_id:
+            raise ConfigError("--tasks takes the tasks from its file: give no task, --file, --ground-truth or "
+                              "--thread-id with it")
+        from memento.cli.batch import run_task_file
+
+        return run_task_file(ctx, args)
+    if not args.task:
+        raise ConfigError("give the task to run, in words, or a task file with --tasks FILE.jsonl")
     files = [os.path.abspath(os.path.expanduser(p)) for p in args.file]
     if problem := ctx.task_problem(args.task) or unreadable_file(files):
         raise ConfigError(problem)

@@ -287,21 +287,27 @@ class CaseBank:
         self._cases.upsert(ids=ids, embeddings=np.asarray(task_embeddings, dtype=np.float32),
                            documents=[c.task for c in cases], metadatas=[c.to_metadata() for c in cases])
 
-    def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None) -> Candidates:
-        """The n cases nearest to the query embedding, with their stored task and plan embeddings.
+    def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None,
+                   vectors: bool = True) -> Candidates:
+        """The n cases nearest to the query embedding (fewer when the bank holds fewer), best
+        first: one HNSW query, no count. With `vectors`, their stored task and plan embeddings too
+        (what the Q-retriever reads); without, those arrays are empty and nothing more is fetched
+        than the ranking and the prompt need (documents, metadata, distances).
         `query_text` (the query's text) is not needed here; a bank over a LangGraph store
         (`memento.memory.store.StoreCaseBank`) searches by it."""
         dim = int(np.asarray(query_embedding).shape[-1])
-        total = self.count()
-        if n <= 0 or total == 0:
-            return Candidates([], np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32))
-        hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)],
-                                 n_results=min(n, total),
-                                 include=["documents", "metadatas", "distances", "embeddings"])
+        empty = np.zeros((0, dim), np.float32)
+        if n <= 0:
+            return Candidates([], empty, empty)
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if vectors else [])
+        hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)], n_results=n,
+                                 include=include)
         ids = hits["ids"][0]
         cases = [RetrievedCase(**Case.from_record(i, d, m).model_dump(), similarity=round(1.0 - float(dist), 4),
                                utility=_utility(m))
                  for i, d, m, dist in zip(ids, hits["documents"][0], hits["metadatas"][0], hits["distances"][0])]
+        if not vectors or not cases:
+            return Candidates(cases, empty, empty)
         return Candidates(cases, np.asarray(hits["embeddings"][0], dtype=np.float32), self._plan_embeddings(cases))
 
     def _plan_embeddings(self, cases: list[Case]) -> np.ndarray:
@@ -333,7 +339,7 @@ class CaseBank:
         """The k cases whose tasks are most similar to `task`, best first."""
         if k <= 0 or self.count() == 0:
             return []  # an empty bank: not even the query is encoded
-        return self.candidates(self.encoder.encode([task])[0], k).cases
+        return self.candidates(self.encoder.encode([task])[0], k, vectors=False).cases
 
     def copy_to(self, location: str | Path) -> "CaseBank":
         """Every case, its stored vectors and its metadata (utility included) copied into a new bank

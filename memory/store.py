@@ -224,7 +224,7 @@ class CaseStore(BaseStore):
             total = self.bank.count()
             n = wanted
             while True:  # fetch more candidates until the filter leaves enough, or the bank is spent
-                found = self.bank.candidates(query, n, query_text=op.query).cases
+                found = self.bank.candidates(query, n, query_text=op.query, vectors=False).cases
                 items = [self._item(c, c.utility, c.similarity, scored=True) for c in found]
                 kept = [item for item in items if matches(item.value, op.filter)]
                 if len(kept) >= wanted or n >= total or not op.filter:
@@ -349,7 +349,8 @@ class StoreCaseBank:
             self.store.delete(self.namespace, case_id)
         return found
 
-    def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None) -> Candidates:
+    def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None,
+                   vectors: bool = True) -> Candidates:
         """The n cases whose tasks the store finds nearest to `query_text`, best first, with their task
         and plan embeddings (Memento's encoder). A store cannot search by a vector: the text is needed."""
         dim = int(np.asarray(query_embedding).shape[-1])
@@ -369,8 +370,8 @@ class StoreCaseBank:
         for hit in scored:
             case, utility = self._parse(hit)
             cases.append(RetrievedCase(**case.model_dump(), similarity=round(float(hit.score), 4), utility=utility))
-        if not cases:
-            return empty
+        if not cases or not vectors:
+            return Candidates(cases, empty.task_embeddings, empty.plan_embeddings)
         tasks, plans = self._vectors.of(cases, self.encoder)
         return Candidates(cases, tasks, plans)
 

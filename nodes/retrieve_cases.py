@@ -78,7 +78,8 @@ def select_cases(ctx: Context, task: str, store: BaseStore | None = None) -> lis
     query = bank.encoder.encode([task])[0]
     mode = ctx.retrieval_mode
     wide = mode != "similarity" or ctx.distinct_source_tasks
-    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k, query_text=task)
+    found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k, query_text=task,
+                            vectors=mode == "parametric")  # only the Q-retriever reads the stored vectors
     keep = distinct_sources(found.cases) if ctx.distinct_source_tasks else list(range(len(found.cases)))
     cases = [found.cases[i] for i in keep]
     if mode == "similarity":
