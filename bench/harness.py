@@ -133,6 +133,21 @@ def best(answer: str, answers: list[str]) -> tuple[float, float]:
     return max(exact_match(answer, a) for a in answers), max(token_f1(answer, a) for a in answers)
 
 
+def warm_up(contexts: list[Context]) -> float:
+    """What every run needs once per process, done before the clock starts: the encoder loaded
+    and the tool servers' sessions opened (they stay in the pool). Returns the seconds it took."""
+    from memento.mcp_servers.client import Toolbox
+    from memento.memory.resources import shared_encoder
+    from memento.nodes.execute_subtask import run_workspace
+
+    started = time.perf_counter()
+    for encoder in dict.fromkeys((ctx.encoder, ctx.encoder_device) for ctx in contexts):
+        shared_encoder(*encoder).encode(["memento warm-up"])
+    for ctx in contexts:
+        Toolbox(ctx.mcp_servers, workspace=str(run_workspace(ctx, "warm-up"))).open().close()
+    return time.perf_counter() - started
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The records of a results file (one JSON object a line); a last line cut off by a kill is
     dropped, and the file cut back to the whole lines."""
@@ -292,15 +307,7 @@ class Benchmark:
     # -- running -------------------------------------------------------------------------
     def warm_up(self) -> float:
         """Load the encoder and open every arm's tool sessions before the clock starts; seconds."""
-        from memento.mcp_servers.client import Toolbox
-        from memento.memory.resources import shared_encoder
-        from memento.nodes.execute_subtask import run_workspace
-
-        started = time.perf_counter()
-        shared_encoder(self.base.encoder, self.base.encoder_device).encode(["memento bench warm-up"])
-        for ctx in self.contexts.values():
-            Toolbox(ctx.mcp_servers, workspace=str(run_workspace(ctx, "warm-up"))).open().close()
-        return time.perf_counter() - started
+        return warm_up(list(self.contexts.values()))
 
     def run(self, progress_out: TextIO | None = sys.stderr,
             on_record: Callable[[dict[str, Any]], None] | None = None, concurrency: int = 1) -> dict[str, Any]:

@@ -27,9 +27,10 @@ from chromadb.config import Settings
 from memento.graph.errors import RunError
 from memento.memory.case import Case, RetrievedCase, utc_now
 from memento.memory.encoder import TextEncoder
-from memento.memory.retrieval import moved_utility
+from memento.memory.retrieval import distinct_sources, moved_utility
 
 UTILITY_KEY = "utility"
+SAME_DISTANCE = 1e-4  # cosine distances this close are one text's (batched and single encodings differ by ~1e-7)
 DEFAULT_COLLECTION = "memento_cases"
 WRITE_BATCH = 256
 _clients: dict[tuple[str, "ServerAccess"], chromadb.api.ClientAPI] = {}
@@ -309,6 +310,44 @@ class CaseBank:
         if not vectors or not cases:
             return Candidates(cases, empty, empty)
         return Candidates(cases, np.asarray(hits["embeddings"][0], dtype=np.float32), self._plan_embeddings(cases))
+
+    def nearest(self, query_embedding: np.ndarray, k: int, n: int, distinct: bool = True) -> list[RetrievedCase]:
+        """The k cases nearest to the query embedding, among its n nearest, one per source task
+        when `distinct` (`retrieval.distinct_sources`), best first: what similarity and utility
+        retrieval show, for close to the cost of the HNSW query itself. The query returns ids and
+        distances only; documents and metadata are read for the prefix that decides the k. Replays
+        of one task share its text, so its embedding and its distance: the prefix runs to the end
+        of the k-th group of (nearly) equal distances, and only when the source tasks of that
+        prefix turn out fewer than k (texts that differ only in case or spacing) is the rest read."""
+        if k <= 0 or n <= 0:
+            return []
+        hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)],
+                                 n_results=max(n, k), include=["distances"])
+        ids, distances = hits["ids"][0], hits["distances"][0]
+        end, groups = 0, 0
+        while end < len(ids):
+            if end == 0 or distances[end] - distances[end - 1] > SAME_DISTANCE:
+                groups += 1
+                if groups > k:
+                    break
+            end += 1
+        if not distinct:
+            end = min(k, len(ids))
+        cases = self._read(ids[:end], distances[:end])
+        keep = distinct_sources(cases) if distinct else list(range(len(cases)))
+        if distinct and len(keep) < k and end < len(ids):
+            cases += self._read(ids[end:], distances[end:])
+            keep = distinct_sources(cases)
+        return [cases[i] for i in keep[:k]]
+
+    def _read(self, ids: list[str], distances: list[float]) -> list[RetrievedCase]:
+        if not ids:
+            return []
+        got = self._cases.get(ids=ids, include=["documents", "metadatas"])
+        rows = {i: (d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        return [RetrievedCase(**Case.from_record(i, *rows[i]).model_dump(), similarity=round(1.0 - float(dist), 4),
+                              utility=_utility(rows[i][1]))
+                for i, dist in zip(ids, distances) if i in rows]  # a case deleted in between is left out
 
     def _plan_embeddings(self, cases: list[Case]) -> np.ndarray:
         got = self._plans.get(ids=[c.id for c in cases], include=["embeddings"])

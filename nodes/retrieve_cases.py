@@ -75,8 +75,23 @@ def select_cases(ctx: Context, task: str, store: BaseStore | None = None) -> lis
     With a LangGraph `store` (the one given to `build_graph`), the cases are that store's, found by
     its own search of the task's text."""
     bank = case_bank_for(ctx, store)
-    query = bank.encoder.encode([task])[0]
+    return select_for_query(ctx, bank, task, bank.encoder.encode([task])[0])
+
+
+def _by_utility(ctx: Context, pool: list[RetrievedCase]) -> list[RetrievedCase]:
+    """The K of the nearest `utility_candidates` best by 0.5 z(similarity) + 0.5 z(utility)."""
+    utilities = np.asarray([INITIAL_UTILITY if c.utility is None else c.utility for c in pool])
+    order = utility_order(np.asarray([c.similarity for c in pool]), utilities)
+    return [pool[i] for i in order[:ctx.top_k]]
+
+
+def select_for_query(ctx: Context, bank: Any, task: str, query: np.ndarray) -> list[RetrievedCase]:
+    """`select_cases` once the task's embedding is known: what retrieval costs past the encoder."""
     mode = ctx.retrieval_mode
+    if mode in ("similarity", "utility") and hasattr(bank, "nearest"):  # ids first, the shown cases read after
+        wanted = ctx.top_k if mode == "similarity" else ctx.utility_candidates
+        shown = bank.nearest(query, wanted, max(ctx.candidates, ctx.top_k), ctx.distinct_source_tasks)
+        return shown if mode == "similarity" else _by_utility(ctx, shown)
     wide = mode != "similarity" or ctx.distinct_source_tasks
     found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k, query_text=task,
                             vectors=mode == "parametric")  # only the Q-retriever reads the stored vectors
@@ -85,10 +100,7 @@ def select_cases(ctx: Context, task: str, store: BaseStore | None = None) -> lis
     if mode == "similarity":
         return cases[:ctx.top_k]
     if mode == "utility":
-        pool = cases[:ctx.utility_candidates]
-        utilities = np.asarray([INITIAL_UTILITY if c.utility is None else c.utility for c in pool])
-        order = utility_order(np.asarray([c.similarity for c in pool]), utilities)
-        return [pool[i] for i in order[:ctx.top_k]]
+        return _by_utility(ctx, cases[:ctx.utility_candidates])
     retriever = current_retriever(ctx)  # the newest version the learner published
     mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases])
                 if retriever.settings.lexical else None)

@@ -99,3 +99,28 @@ def test_a_task_file_runs_concurrently_against_a_slow_server_and_resumes(tmp_pat
     assert sorted(c.thread_id for c in cases) == sorted(r["thread_id"] for r in lines)  # one case each
     bad = _memento("run", "What is 1 + 1?", "--tasks", str(tasks), "--out", str(out), "--data-dir", data, "--json")
     assert bad.returncode == 2 and "--tasks takes the tasks from its file" in json.loads(bad.stdout)["error"]
+
+
+def test_nearest_reads_little_and_shows_what_the_full_read_shows(tmp_path):
+    """Replays of a task (some written in a batch, some one by one, successes and failures) and
+    tasks that differ only in case and spacing: the two-step read picks the cases the full read of
+    every candidate picks, in every mode that uses it."""
+    from memento.memory.retrieval import distinct_sources
+
+    bank = case_bank_for(Context(data_dir=str(tmp_path / "d")))
+    questions = _questions(25)
+    first = [Case(id=f"a{i}", task=q, plan=["x"], reward=0.0, created_at=f"2026-01-01T00:00:{i:02d}")
+             for i, q in enumerate(questions)]
+    bank.write_all(first)  # batched
+    for i, q in enumerate(questions[:15]):  # replays, one by one; every third succeeds
+        bank.write(Case(id=f"b{i}", task=q, plan=["y"], reward=float(i % 3 == 0), created_at=f"2026-02-01T00:00:{i:02d}"))
+    bank.write(Case(id="shout", task=questions[3].upper().replace(" ", "  "), plan=["z"], reward=1.0))
+    queries = bank.encoder.encode(questions[:10] + ["Which river is the longest?", "Who painted it?"])
+    for query in queries:
+        full = bank.candidates(query, 64, vectors=False).cases
+        for k in (1, 4, 10):
+            expected = [full[i].id for i in distinct_sources(full)][:k]
+            assert [c.id for c in bank.nearest(query, k, 64)] == expected
+            assert [c.id for c in bank.nearest(query, k, 64, distinct=False)] == [c.id for c in full[:k]]
+    shown = bank.nearest(queries[3], 4, 64)
+    assert shown[0].id in ("shout", "b3")  # one of the task's successes stands for it, not its failure
