@@ -1,7 +1,7 @@
 """The README's learning curves: transfer to unseen tasks over several seeds, with intervals.
 
     python benchmarks/learning_curves.py --out DIR [--seeds 101,102,103,104,105] [--kinds plain,misleading]
-        [--planner simulated] [--iterations 3] [--k 4] [--jobs 2] [--sweep-seed S] [--no-cross]
+        [--planner simulated] [--iterations 3] [--k 4] [--jobs 2] [--sweep-seed S] [--no-cross] [--concurrency N]
 
 For each seed and kind: `memento bench make-world` writes a training file and a test file (the
 defaults: 9 families, in look-alike groups of 3 when misleading, 5 plausible columns, 16 tasks
@@ -62,7 +62,8 @@ def play(args: argparse.Namespace, kind: str, seed: int) -> dict:
     out = args.out / f"run-{kind}-{seed}"
     run(memento("bench", "run", "--tasks", str(world), "--test", str(test), "--iterations", str(args.iterations),
                 "--arms", ",".join(args.arms), "--k", str(args.k), *([] if args.no_cross else ["--cross"]),
-                "--planner-model", args.planner, "--out", str(out), "--quiet"))
+                "--planner-model", args.planner, "--out", str(out), "--quiet",
+                "--concurrency", str(args.concurrency)))
     return json.loads((out / "summary.json").read_text())
 
 
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--sweep-seed", type=int)
     parser.add_argument("--no-cross", action="store_true")
     parser.add_argument("--arms", default=",".join(ARMS), help="arms to play (default: all four)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="tasks of an iteration run at once in each arm (bench run --concurrency)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     args.arms = [a for a in args.arms.split(",") if a]
