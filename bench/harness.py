@@ -207,6 +207,7 @@ class Benchmark:
         self.contexts = {arm.key: arm.context(base, self.data_dir) for arm in self.arms}
         self.results_path = out / RESULTS
         self.records: list[dict[str, Any]] = []
+        self._prefix: str | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -233,6 +234,7 @@ class Benchmark:
                 raise ConfigError(f"{frozen} holds another benchmark's frozen banks: give another --out or --data-dir")
         write_json(stored_path, asdict(self.settings))
         self.records = self._read_results()
+        self.thread_prefix()
 
     def _read_results(self) -> list[dict[str, Any]]:
         return read_records(self.results_path)
@@ -398,15 +400,18 @@ class Benchmark:
     def thread_prefix(self) -> str:
         """"" when each arm checkpoints in its own folder; with a shared checkpointer (a Postgres
         URL, or one SQLite file), this benchmark's own id, kept in --out, so that two benchmarks
-        on one database never take each other's threads for their own."""
+        on one database never take each other's threads for their own. Made once, in `prepare`
+        (before any thread runs), and written atomically."""
         if not self.base.checkpointer:
             return ""
-        path = self.out / "bench-id"
-        if not path.exists():
-            import uuid
+        if self._prefix is None:
+            path = self.out / "bench-id"
+            if not path.exists():
+                import uuid
 
-            path.write_text(uuid.uuid4().hex[:12], encoding="utf-8")
-        return path.read_text(encoding="utf-8").strip() + "-"
+                write_json(path, {"id": uuid.uuid4().hex[:12]})
+            self._prefix = json.loads(path.read_text(encoding="utf-8"))["id"] + "-"
+        return self._prefix
 
     def run_one(self, graph: Any, job: Job) -> dict[str, Any]:
         ctx = self.job_context(job)
@@ -452,7 +457,8 @@ def settings_digest(base: Context) -> str:
     out, since each arm has its own)."""
     from memento.mcp_servers.client import redact_secrets
 
-    settings = base.to_dict() | {"data_dir": "", "mcp_servers": redact_secrets(base.mcp_servers)}
+    # Where runs are checkpointed is not a setting of the runs (and a Postgres URL may hold a password).
+    settings = base.to_dict() | {"data_dir": "", "checkpointer": "", "mcp_servers": redact_secrets(base.mcp_servers)}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

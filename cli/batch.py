@@ -25,11 +25,25 @@ from memento.graph.context import ConfigError, Context
 MAX_CONCURRENCY = 256
 
 
-def _batch_id(out: Path) -> str:
+def _batch_id(out: Path, tasks_file: str) -> str:
+    """This batch's id, kept beside its results with the digest of the task file it ran: the same
+    results file with another task file is refused (its ids would name other questions)."""
+    from memento.bench.harness import write_json
+    from memento.bench.tasks import file_digest
+
     marker = out.with_name(f".{out.name}.id")
+    digest = file_digest(tasks_file)
     if not marker.exists():
-        marker.write_text(uuid.uuid4().hex[:12], encoding="utf-8")
-    return marker.read_text(encoding="utf-8").strip()
+        write_json(marker, {"id": uuid.uuid4().hex[:12], "tasks_sha256": digest})
+    try:
+        stored = json.loads(marker.read_text(encoding="utf-8"))
+        batch, ran = str(stored["id"]), stored["tasks_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{marker} is not a batch's id file: give another --out") from None
+    if ran != digest:
+        raise ConfigError(f"{out} holds the results of another task file (or of this one before it changed): give "
+                          "another --out, or run the task file it was made with")
+    return batch
 
 
 def run_task_file(ctx: Context, args: argparse.Namespace) -> int:
@@ -50,7 +64,7 @@ def run_task_file(ctx: Context, args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {str(r.get("task_id")) for r in read_records(out)}
     todo = [t for t in tasks if t.id not in done]
-    batch = _batch_id(out)
+    batch = _batch_id(out, args.tasks)
     progress = sys.stderr
     print(f"[memento] {len(tasks)} task(s) in {args.tasks}: {len(done & {t.id for t in tasks})} already done, "
           f"{len(todo)} to run, {args.concurrency} at once", file=progress, flush=True)

@@ -443,14 +443,16 @@ def cmd_retriever(args: argparse.Namespace) -> int:
               f"ROC-AUC {metrics['roc_auc']:.4f}  accuracy {metrics['accuracy']:.4f}  F1 {metrics['f1']:.4f}  "
               f"n {metrics['n']}")
         return 0
+    from memento.memory.learner import learning_log, log_position, publish_offline
+
+    log = learning_log(ctx) if learning_log(ctx).exists() else None
+    position = log_position(log) if log else None  # runs recorded from here on are learned later
     retriever = QRetriever(encoder.dim, ctx.encoder, ctx.retriever_device, offline_settings())
     report = train_offline(retriever, features, val_fraction=args.val_fraction, epochs=args.epochs,
                            patience=args.patience, progress=not args.json)
     retriever.save(path)
     forget_retriever(ctx)
-    from memento.memory.learner import learning_log, publish_offline
-
-    version = publish_offline(learning_log(ctx), retriever) if learning_log(ctx).exists() else None
+    version = publish_offline(log, retriever, position) if log else None
     payload = {**report.__dict__, "checkpoint": str(path), "device": str(retriever.device), "version": version}
     print(json.dumps(payload) if args.json else
           f"held-out ROC-AUC {report.val_roc_auc:.4f} (best epoch {report.best_epoch} of {report.epochs}); "

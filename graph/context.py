@@ -150,6 +150,10 @@ class Context:
     online_learning: bool = field(default=True, metadata={
         "description": "After each run, store its (task, case, reward) transitions and train the Q-retriever, "
                        "and move the credited cases' utilities."})
+    learn_after_run: bool = field(default=True, metadata={
+        "description": "After recording a run's transitions, take the learner's turn: train on every run recorded "
+                       "since the newest version and publish the next (false: only record them, for a dedicated "
+                       "`memento retriever learn`)."})
     retriever_steps: int = field(default=8, metadata={
         "description": "Gradient steps the Q-retriever takes after each run."})
     write_cases: bool = field(default=True, metadata={

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from memento.graph.errors import RunError
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _PASSWORD_IN_TEXT = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_PASSWORD_PARAMETER = re.compile(r"((?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
 
 
 class CheckpointerError(RunError, ConnectionError):
@@ -36,20 +37,14 @@ def is_postgres(target: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """`url` without its password (`postgresql://user:***@host/db`); anything else unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _PASSWORD_IN_TEXT.sub(r"\1***@", url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """`url` without its password, in the user part (`postgresql://user:***@host/db`) or as a
+    `password=` parameter; anything else unchanged."""
+    return redact_text(url)
 
 
 def redact_text(text: str) -> str:
-    """Any Postgres URL's password in a message replaced by ***."""
-    return _PASSWORD_IN_TEXT.sub(r"\1***@", text)
+    """Every Postgres URL's password in a message replaced by ***."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD_IN_TEXT.sub(r"\1***@", text))
 
 
 def check_postgres_url(url: str) -> None:
@@ -57,7 +52,8 @@ def check_postgres_url(url: str) -> None:
 
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number
+        if "," not in parts.netloc:  # several hosts (libpq takes host1:port1,host2:port2): libpq checks them
+            parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError as exc:
         raise ConfigError(f"checkpointer URL {redact_url(url)} is malformed ({exc}): "
                           "give postgresql://USER@HOST:PORT/DATABASE") from None

@@ -30,7 +30,6 @@ from memento.memory.encoder import TextEncoder
 from memento.memory.retrieval import distinct_sources, moved_utility
 
 UTILITY_KEY = "utility"
-SAME_DISTANCE = 1e-4  # cosine distances this close are one text's (batched and single encodings differ by ~1e-7)
 DEFAULT_COLLECTION = "memento_cases"
 WRITE_BATCH = 256
 _clients: dict[tuple[str, "ServerAccess"], chromadb.api.ClientAPI] = {}
@@ -107,9 +106,11 @@ def _hold_folder(location: str) -> None:
     """Claim an embedded bank's folder for this process, or refuse: Chroma's embedded client keeps
     its index in memory and is not safe across processes (writes can be missed, or the folder
     damaged), so a second process is told to share the bank through a Chroma server instead."""
+    if location in _held_locks:
+        return
     folder = Path(location)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".memento-lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = os.open(folder / ".memento-lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -119,8 +120,14 @@ def _hold_folder(location: str) -> None:
             f"the case bank in {location} is open in another process (pid {holder}); an embedded bank serves one "
             f"process at a time: to share it, serve it with `chroma run --path {location} --port 8000` and set "
             "chroma_url = \"http://localhost:8000\" in every process") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    except OSError:
+        pass  # the pid is a courtesy for the message; the lock is what counts
     _held_locks[location] = fd
 
 
@@ -149,7 +156,11 @@ def _client(location: str, access: ServerAccess) -> chromadb.api.ClientAPI:
                     raise CaseBankError(_server_problem(location, exc, access)) from None
             else:
                 _hold_folder(location)
-                _clients[key] = chromadb.PersistentClient(path=location, settings=settings)
+                try:
+                    _clients[key] = chromadb.PersistentClient(path=location, settings=settings)
+                except BaseException:
+                    os.close(_held_locks.pop(location))
+                    raise
         return _clients[key]
 
 
@@ -234,6 +245,11 @@ class CaseBank:
                 f"not the configured {encoder.name!r}: set the encoder back or use {elsewhere}"
             )
 
+    @property
+    def collection_id(self) -> str:
+        """The id Chroma gave the case collection: the same for every client of one bank."""
+        return str(self._cases._collection.id)
+
     def count(self) -> int:
         return self._cases.count()
 
@@ -316,17 +332,22 @@ class CaseBank:
         when `distinct` (`retrieval.distinct_sources`), best first: what similarity and utility
         retrieval show, for close to the cost of the HNSW query itself. The query returns ids and
         distances only; documents and metadata are read for the prefix that decides the k. Replays
-        of one task share its text, so its embedding and its distance: the prefix runs to the end
-        of the k-th group of (nearly) equal distances, and only when the source tasks of that
-        prefix turn out fewer than k (texts that differ only in case or spacing) is the rest read."""
+        of one task share its text, so its embedding and its distance (up to the encoder's
+        arithmetic: `TextEncoder.same_text_distance`): the prefix runs to the end of the k-th chain
+        of distances within that of each other, so every attempt at a source task in it is read
+        with it, and the pick is the one reading every candidate makes. Only when the source tasks
+        of the prefix turn out fewer than k is the rest read. (With an encoder that tells case
+        apart, texts differing only in case have different vectors; the pick among such attempts
+        then looks at those in the prefix.)"""
         if k <= 0 or n <= 0:
             return []
         hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)],
                                  n_results=max(n, k), include=["distances"])
         ids, distances = hits["ids"][0], hits["distances"][0]
         end, groups = 0, 0
+        same = self.encoder.same_text_distance()
         while end < len(ids):
-            if end == 0 or distances[end] - distances[end - 1] > SAME_DISTANCE:
+            if end == 0 or distances[end] - distances[end - 1] > same:
                 groups += 1
                 if groups > k:
                     break

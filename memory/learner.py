@@ -122,10 +122,11 @@ class _Sql:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # the shared connection must not stay in a transaction
                 raise
-            conn.execute("COMMIT")
 
 
 class LearningLog:
@@ -152,7 +153,8 @@ class LearningLog:
             raise LearnerError(f"the learning log at {self.location} failed: {exc}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg"):
-                self._sql.close()  # a broken connection is opened again on the next call
+                with self._sql.lock:  # never under another thread's transaction: it holds this lock
+                    self._sql.close()  # a broken connection is opened again on the next call
                 raise LearnerError(f"the learning log at {self.location} failed: "
                                    f"{redact_text(' '.join(str(exc).split()))[:300]}") from exc
             raise
@@ -164,6 +166,17 @@ class LearningLog:
                                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (bank, episode) DO NOTHING",
                                      (self.bank, episode, n, json.dumps(payload), time.time()))
             return n if done.rowcount == 1 else 0
+
+    def newest(self, after: int) -> tuple[Version, bytes] | None:
+        """The newest published version and its weights, read in one statement, if it is newer
+        than `after`; else None."""
+        if not self.exists():
+            return None
+        with self._guard(), self._sql.lock:
+            row = self._sql.execute("SELECT version, learned_seq, learned, created_at, weights FROM memento_retriever "
+                                    "WHERE bank = ? AND version > ? ORDER BY version DESC LIMIT 1",
+                                    (self.bank, after)).fetchone()
+        return (Version(*row[:4]), bytes(row[4])) if row else None
 
     def latest(self) -> Version | None:
         """The newest published version (without its weights), or None."""
@@ -263,36 +276,50 @@ def learn_pending(ctx: "Context", bank: Any, utilities: dict[str, float] | None 
     the newest published version, train on every run recorded after it, publish the next version
     and save it as the local retriever file. Returns what was learned, or None when nothing was
     pending."""
-    from memento.memory.resources import adopt_version, retriever_for
+    from memento.memory.resources import adopt_version, forget_retriever, retriever_for
 
-    log = learning_log(ctx)
-    with log.learning() as session:
-        moved = bank.update_utilities(utilities, ctx.utility_rate) if utilities else {}
-        latest = session.latest()
-        retriever = retriever_for(ctx)
-        if latest is not None and latest.version != retriever.version:
-            retriever = adopt_version(ctx, session.weights(latest.version), latest.version, latest.learned_seq)
-        rows = session.pending(latest.learned_seq if latest else 0)
-        if not rows:
-            return {"utilities": len(moved)} if moved else None
-        learned = latest.learned if latest else 0
-        for row in rows:
-            learned += _apply(retriever, bank, row)
-        version = session.publish(rows[-1].seq, learned, retriever.to_bytes())
-        retriever.version, retriever.learned_seq = version.version, version.learned_seq
-        retriever.save(ctx.retriever_checkpoint())
+    log = learning_log(ctx, bank)
+    try:
+        with log.learning() as session:
+            moved = bank.update_utilities(utilities, ctx.utility_rate) if utilities else {}
+            latest = session.latest()
+            retriever = retriever_for(ctx)
+            if latest is not None and (latest.version, latest.created_at) != (retriever.version, retriever.published_at):
+                retriever = adopt_version(ctx, session.weights(latest.version), latest)
+            rows = session.pending(latest.learned_seq if latest else 0)
+            if not rows:
+                return {"utilities": len(moved)} if moved else None
+            learned = latest.learned if latest else 0
+            for row in rows:
+                learned += _apply(retriever, bank, row)
+            version = session.publish(rows[-1].seq, learned, retriever.to_bytes())
+    except BaseException:
+        # The weights in memory may hold steps the log does not (the turn was rolled back): drop
+        # them, so the next turn starts again from the newest published version.
+        forget_retriever(ctx)
+        raise
+    retriever.version, retriever.learned_seq, retriever.published_at = (version.version, version.learned_seq,
+                                                                         version.created_at)
+    retriever.save(ctx.retriever_checkpoint())  # the local copy, once the version is committed
     return {"version": version.version, "runs": len(rows), "learned": learned, "updates": retriever.updates,
             "utilities": len(moved)}
 
 
-def publish_offline(log: LearningLog, retriever: Any) -> int:
-    """Publish offline-trained weights as the next version, so that every worker takes them up.
-    They start after the runs logged so far (those are counted as learned: the offline training
-    replaced what they taught)."""
+def log_position(log: LearningLog) -> tuple[int, int]:
+    """(the last recorded row, transitions in all): where offline training starts from."""
     with log.learning() as session:
-        last, total = session.recorded()
-        version = session.publish(last, total, retriever.to_bytes())
-    retriever.version, retriever.learned_seq = version.version, version.learned_seq
+        return session.recorded()
+
+
+def publish_offline(log: LearningLog, retriever: Any, position: tuple[int, int]) -> int:
+    """Publish offline-trained weights as the next version, so that every worker takes them up.
+    They start after the runs logged when the training began (`position`, from `log_position`):
+    those count as learned, the offline training having replaced what they taught; runs recorded
+    while it trained are learned on the next turn."""
+    with log.learning() as session:
+        version = session.publish(position[0], position[1], retriever.to_bytes())
+    retriever.version, retriever.learned_seq, retriever.published_at = (version.version, version.learned_seq,
+                                                                         version.created_at)
     return version.version
 
 
@@ -306,22 +333,26 @@ def log_target(ctx: "Context") -> tuple[str, bool]:
     return str(ctx.checkpoint_path().parent / "learning.sqlite"), False
 
 
-def bank_key(ctx: "Context") -> str:
-    """Which learner a run belongs to: the one of its case bank (workers that share a bank share a
-    learner; two banks in one database never mix their transitions or weights)."""
-    location = ctx.case_bank_location()
-    where = (f"{location}/{ctx.chroma_tenant}/{ctx.chroma_database}" if location.startswith(("http://", "https://"))
-             else str(Path(location).expanduser().absolute()))
-    return f"{where}#{ctx.collection}"
+def bank_key(ctx: "Context", bank: Any = None) -> str:
+    """Which learner a run belongs to: the one of its case bank. A Chroma bank is named by its
+    collection's id, the same for every worker that reaches the server, whatever address each
+    uses; so workers that share a bank share a learner, and two banks in one database never mix
+    their transitions or weights. A bank over a LangGraph store has a learner of its own."""
+    from memento.memory.resources import case_bank_for
+
+    bank = bank if bank is not None else case_bank_for(ctx)
+    collection_id = getattr(bank, "collection_id", None)
+    return f"chroma:{collection_id}" if collection_id else f"store:{ctx.collection}"
 
 
-def learning_log(ctx: "Context") -> LearningLog:
-    """The learning log of these settings (one object per log and bank per process)."""
+def learning_log(ctx: "Context", bank: Any = None) -> LearningLog:
+    """The learning log of these settings and this bank (one object per log and bank per process)."""
     target, postgres = log_target(ctx)
-    key = f"{target}\n{bank_key(ctx)}"
+    name = bank_key(ctx, bank)
+    key = f"{target}\n{name}"
     with _logs_lock:
         if key not in _logs:
-            _logs[key] = LearningLog(target, postgres, bank_key(ctx))
+            _logs[key] = LearningLog(target, postgres, name)
         return _logs[key]
 
 

@@ -230,6 +230,7 @@ class QRetriever:
         self.updates = 0
         self.version = 0  # the learning log's version these weights are (0: not from the log)
         self.learned_seq = 0  # the last log row they have learned
+        self.published_at = 0.0  # when that version was published (two forks of one number differ)
         self.episode_count = 0
         self.last_episode: list[int] = []
         self.episodes: list[str] = []  # recent episode ids, so a replayed run is not learned twice

@@ -89,25 +89,25 @@ def retriever_for(ctx: Context) -> "QRetriever":
         return _retrievers[key]
 
 
-def current_retriever(ctx: Context) -> "QRetriever":
+def current_retriever(ctx: Context, bank: CaseBank | None = None) -> "QRetriever":
     """`retriever_for`, brought up to the newest version another worker published to the learning
-    log, if there is a newer one (one small query per call)."""
+    log, if there is a newer one (one small query per call; the weights come in the same read)."""
     from memento.memory.learner import learning_log
 
     retriever = retriever_for(ctx)
-    latest = learning_log(ctx).latest()
-    if latest is not None and latest.version > retriever.version:
-        adopt_version(ctx, learning_log(ctx).weights(latest.version), latest.version, latest.learned_seq)
-        retriever = retriever_for(ctx)
+    newest = learning_log(ctx, bank).newest(retriever.version)
+    if newest is not None:
+        retriever = adopt_version(ctx, newest[1], newest[0])
     return retriever
 
 
-def adopt_version(ctx: Context, weights: bytes, version: int, learned_seq: int) -> "QRetriever":
+def adopt_version(ctx: Context, weights: bytes, version: "Version") -> "QRetriever":
     """Make the given published weights this process's retriever for these settings."""
     from memento.memory.q_retriever import QRetriever
 
-    retriever = QRetriever.from_bytes(weights, ctx.encoder, ctx.retriever_device, f"version {version}")
-    retriever.version, retriever.learned_seq = version, learned_seq
+    retriever = QRetriever.from_bytes(weights, ctx.encoder, ctx.retriever_device, f"version {version.version}")
+    retriever.version, retriever.learned_seq, retriever.published_at = (version.version, version.learned_seq,
+                                                                         version.created_at)
     with _lock:
         _retrievers[str(ctx.retriever_checkpoint().resolve())] = retriever
     return retriever

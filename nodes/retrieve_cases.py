@@ -101,7 +101,7 @@ def select_for_query(ctx: Context, bank: Any, task: str, query: np.ndarray) -> l
         return cases[:ctx.top_k]
     if mode == "utility":
         return _by_utility(ctx, cases[:ctx.utility_candidates])
-    retriever = current_retriever(ctx)  # the newest version the learner published
+    retriever = current_retriever(ctx, bank)  # the newest version the learner published
     mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases])
                 if retriever.settings.lexical else None)
     q = retriever.q_values(query, found.task_embeddings[keep], found.plan_embeddings[keep], mismatch)

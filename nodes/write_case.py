@@ -184,9 +184,12 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     payload = {"task_id": case.id, "ids": ids, "rewards": [reward_of[i] for i in ids], "weights": weights,
                "mismatch": np.asarray(mismatch).tolist(), "steps": ctx.retriever_steps,
                "shown": [c["id"] for c in cases_used] if with_next else None}
-    log = learning_log(ctx)
+    log = learning_log(ctx, bank)
     recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE))
     if not recorded:
         return None  # this run was recorded before (a resumed or replayed run)
+    if not ctx.learn_after_run:  # a dedicated learner (`memento retriever learn`) trains on the log
+        utilities = bank.update_utilities({i: reward_of[i] for i in ids}, ctx.utility_rate)
+        return {"transitions": recorded, "utilities": len(utilities)}
     learned = learn_pending(ctx, bank, utilities={i: reward_of[i] for i in ids})
     return {"transitions": recorded, **(learned or {})}

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from memento.graph import Context
 from memento.graph.persistence import redact_text, redact_url
 from memento.memory.case import Case
@@ -118,6 +120,50 @@ def test_a_postgres_url_password_is_redacted_everywhere_it_is_shown():
     assert redact_url(url) == "postgresql://team:***@db.example:5432/memento?sslmode=require"
     assert redact_url("postgresql://team@db/x") == "postgresql://team@db/x"
     assert "pa55word" not in redact_text(f"could not connect to {url}: refused")
+    assert redact_url("postgresql://team@db/x?sslmode=require&password=pa55word") == \
+        "postgresql://team@db/x?sslmode=require&password=***"
     assert not Context(checkpointer=url).checkpoint_path().name.startswith("postgres")
     assert Context(checkpointer=url).checkpointer_target() == url
     assert Context(checkpointer="/tmp/x.sqlite").checkpointer_target() == "/tmp/x.sqlite"
+
+
+def test_a_dedicated_learner_trains_what_workers_only_recorded(tmp_path):
+    ctx = Context(data_dir=str(tmp_path / "data"), retriever_steps=2, learn_after_run=False)
+    bank = case_bank_for(ctx)
+    shown = _shown(bank, 3)
+    for i in range(4):
+        bank.write(Case(id=f"w{i}", task=f"What is {i} * 9?", plan=["multiply"], final_answer=str(9 * i), reward=1.0))
+        assert learn_from_run(ctx, bank, bank.get(f"w{i}"), shown, cited=["old1"])["transitions"] == 1
+    status = learning_log(ctx).status()
+    assert (status["transitions"], status["learned"], status["pending"], status["version"]) == (4, 0, 4, 0)
+    assert retriever_for(ctx).updates == 0 and bank.get("old1") is not None
+    learned = learn_pending(ctx, bank)  # what `memento retriever learn` does
+    assert learned["runs"] == 4 and learned["version"] == 1
+    assert learning_log(ctx).status()["pending"] == 0 and retriever_for(ctx).updates == 4 * 2
+
+
+def test_a_learners_turn_that_fails_leaves_no_trace_and_the_next_learns_once(tmp_path, monkeypatch):
+    from memento.memory import learner
+
+    ctx = Context(data_dir=str(tmp_path / "data"), retriever_steps=3)
+    bank = case_bank_for(ctx)
+    shown = _shown(bank, 2)
+    bank.write(Case(id="first", task="What is 4 * 4?", plan=["multiply"], final_answer="16", reward=1.0))
+    learn_from_run(ctx, bank, bank.get("first"), shown, cited=["old0"])
+    assert retriever_for(ctx).updates == 3
+    publish = learner.LearningSession.publish
+
+    def dropped(self, *args, **kwargs):  # the connection drops at the publish: the turn rolls back
+        raise learner.LearnerError("the learning log failed: connection lost")
+
+    monkeypatch.setattr(learner.LearningSession, "publish", dropped)
+    bank.write(Case(id="second", task="What is 5 * 5?", plan=["multiply"], final_answer="25", reward=1.0))
+    with pytest.raises(learner.LearnerError):
+        learn_from_run(ctx, bank, bank.get("second"), shown, cited=["old1"])
+    status = learning_log(ctx).status()
+    assert (status["version"], status["transitions"], status["pending"]) == (1, 2, 1)  # recorded, not learned
+    monkeypatch.setattr(learner.LearningSession, "publish", publish)
+    assert learn_pending(ctx, bank)["version"] == 2
+    # Learned once from the published weights: the failed turn's in-memory steps were dropped.
+    assert retriever_for(ctx).updates == 6 and learning_log(ctx).status()["pending"] == 0
+    assert sorted(retriever_for(ctx).episodes) == ["first", "second"]
