@@ -315,9 +315,8 @@ class Benchmark:
             on_record: Callable[[dict[str, Any]], None] | None = None, concurrency: int = 1) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from memento.graph.persistence import open_checkpointer
-
         from memento.graph.builder import build_graph
+        from memento.graph.persistence import open_checkpointer
 
         todo = self.pending()
         total = len(self.jobs())

@@ -49,6 +49,19 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: flo
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
 
 
+def stop_group(process: subprocess.Popen, sig: signal.Signals, timeout: float) -> None:
+    """Stop a server started in a session of its own: `sig` to its process group, then SIGKILL
+    if it has not exited within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def postgres_bin() -> Path | None:
     found = shutil.which("initdb")
     if found:
@@ -99,13 +112,8 @@ def local_postgres() -> Iterator[Postgres]:
         _wait_for_login(url, process)
         yield Postgres(url=url, password=password, port=port)
     finally:
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)  # fast shutdown
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            stop_group(process, signal.SIGINT, 30)  # PostgreSQL's fast shutdown
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -153,12 +161,6 @@ def local_chroma(path: str | Path | None = None) -> Iterator[ChromaServer]:
         _wait_for_port(port, process, "chroma run")
         yield ChromaServer(url=f"http://127.0.0.1:{port}", port=port, path=folder, process=process)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, signal.SIGTERM, 20)
         if owned:
             shutil.rmtree(folder, ignore_errors=True)

@@ -10,7 +10,6 @@ from typing import Any
 
 from memento.graph.context import ConfigError, load_context
 
-
 MAX_CONCURRENCY = 256
 
 
@@ -121,9 +120,9 @@ def _run(args: argparse.Namespace) -> int:
     for role in ("planner", "executor", "judge"):
         overrides[f"{role}_model"] = getattr(args, f"{role}_model")
         overrides[f"{role}_base_url"] = getattr(args, f"{role}_base_url")
-    import os
+    from memento.cli.main import _overrides
 
-    overrides["checkpointer"] = getattr(args, "checkpointer", None) or os.environ.get("MEMENTO_CHECKPOINTER") or None
+    overrides["checkpointer"] = _overrides(args)["checkpointer"]  # the flag, then MEMENTO_CHECKPOINTER
     base = load_context(args.config, **overrides)
     from memento.llm.factory import check_model_settings
 

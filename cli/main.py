@@ -14,13 +14,13 @@ from typing import Any, NoReturn
 
 from memento.graph.context import ConfigError, Context, load_context
 from memento.graph.errors import InputError, RunError
+from memento.graph.persistence import CHECKPOINTER_VARIABLE
 
 EXIT_RUN_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_WAITING = 3  # the run stopped at an approval point: answer with `memento resume`
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
 EXIT_TERMINATED = 143  # SIGTERM
-CHECKPOINTER_VARIABLE = "MEMENTO_CHECKPOINTER"
 
 
 class Terminated(KeyboardInterrupt):
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "learn", parents=[common], help="train on every run recorded since the newest version, and publish",
         description="Take the learner's turn now: train the Q-retriever on the runs recorded since its newest "
                     "version and publish the next version (workers do this after each run; a dedicated learner "
-                    "process can do it instead, with online_learning off in the workers).")
+                    "process can do it instead, with learn_after_run = false in the workers).")
     learn.add_argument("--json", action="store_true", help="one JSON object")
 
     from memento.cli.bench import add_parsers
@@ -186,7 +186,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Settings given as options; None where the option was not given."""
     overrides: dict[str, Any] = {"data_dir": args.data_dir, "max_cycles": getattr(args, "max_cycles", None),
                                  "checkpointer": getattr(args, "checkpointer", None)
-                                 or os.environ.get(CHECKPOINTER_VARIABLE) or None}
+                                 or os.environ.get(CHECKPOINTER_VARIABLE) or None}  # flag, then environment
     if getattr(args, "keep_workspace", False):
         overrides["keep_workspaces"] = True
     for role in ("planner", "executor", "judge"):

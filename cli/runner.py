@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, TextIO
 
 from langgraph._internal._constants import NULL_TASK_ID, RESUME
+
 from memento.cli.render import Progress
 from memento.graph.builder import NODES, build_graph
 from memento.graph.context import ConfigError, Context, context_from_dict, read_config_file
@@ -48,9 +49,7 @@ def check_checkpoint_file(ctx: Context) -> None:
 @contextmanager
 def checkpointed_graph(ctx: Context) -> Iterator[Any]:
     ctx.resolved_data_dir().mkdir(mode=0o700, parents=True, exist_ok=True)  # cases and checkpoints: private
-    if not ctx.uses_postgres():
-        ctx.checkpoint_path().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_checkpoint_file(ctx)
+    check_checkpoint_file(ctx)  # a SQLite file's own folder is made by open_checkpointer
     with open_checkpointer(ctx.checkpointer_target()) as saver:
         yield build_graph(saver)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+CHECKPOINTER_VARIABLE = "MEMENTO_CHECKPOINTER"  # the operator's environment names the checkpointer here
 _PASSWORD_IN_TEXT = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _PASSWORD_PARAMETER = re.compile(r"((?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
 
@@ -47,6 +48,11 @@ def redact_text(text: str) -> str:
     return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD_IN_TEXT.sub(r"\1***@", text))
 
 
+def quoted(exc: BaseException) -> str:
+    """A database error's words for a one-line message: on one line, bounded, any password redacted."""
+    return redact_text(" ".join(str(exc).split()))[:300]
+
+
 def check_postgres_url(url: str) -> None:
     from memento.graph.context import ConfigError
 
@@ -68,21 +74,15 @@ def postgres_saver(url: str) -> Iterator["BaseCheckpointSaver"]:
     from langgraph.checkpoint.postgres import PostgresSaver
 
     check_postgres_url(url)
-    try:
-        manager = PostgresSaver.from_conn_string(url)
-        saver = manager.__enter__()
-    except psycopg.Error as exc:
-        raise CheckpointerError(f"cannot reach the Postgres checkpointer at {redact_url(url)}: "
-                                f"{redact_text(' '.join(str(exc).split()))[:300]}: start it, or fix the checkpointer "
-                                "setting (the runs already stored there are kept)") from None
-    try:
+    with ExitStack() as stack:
+        try:
+            saver = stack.enter_context(PostgresSaver.from_conn_string(url))
+        except psycopg.Error as exc:
+            raise CheckpointerError(f"cannot reach the Postgres checkpointer at {redact_url(url)}: {quoted(exc)}: "
+                                    "start it, or fix the checkpointer setting (the runs already stored there are "
+                                    "kept)") from None
         _set_up(saver, url)
         yield saver
-    except BaseException as exc:
-        if not manager.__exit__(type(exc), exc, exc.__traceback__):
-            raise
-    else:
-        manager.__exit__(None, None, None)
 
 
 def _set_up(saver: Any, url: str, attempts: int = 6) -> None:
@@ -106,11 +106,10 @@ def _set_up(saver: Any, url: str, attempts: int = 6) -> None:
                 psycopg.errors.SerializationFailure) as exc:
             if attempt == attempts - 1:
                 raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: "
-                                        f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+                                        f"{quoted(exc)}") from None
             time.sleep(0.2 + random.random() * (attempt + 1))
         except psycopg.Error as exc:
-            raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: "
-                                    f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+            raise CheckpointerError(f"cannot set up the checkpoint tables at {redact_url(url)}: {quoted(exc)}") from None
 
 
 @contextmanager

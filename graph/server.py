@@ -15,10 +15,10 @@ from typing import Any, Mapping
 
 from memento.graph.builder import build_graph
 from memento.graph.context import Context, load_context
+from memento.graph.persistence import CHECKPOINTER_VARIABLE
 
 CONFIG_VARIABLE = "MEMENTO_CONFIG"
 DATA_DIR_VARIABLE = "MEMENTO_DATA_DIR"
-CHECKPOINTER_VARIABLE = "MEMENTO_CHECKPOINTER"
 
 
 def operator_context(environ: Mapping[str, Any] = os.environ) -> Context:

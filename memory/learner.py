@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from memento.graph.errors import RunError
-from memento.graph.persistence import redact_text, redact_url
+from memento.graph.persistence import quoted, redact_url
 
 if TYPE_CHECKING:
     from memento.graph.context import Context
@@ -84,8 +84,7 @@ class _Sql:
                                              check_same_thread=False)
                 self._conn.execute("PRAGMA journal_mode=WAL")
         except Exception as exc:  # noqa: BLE001 - psycopg or sqlite3, told apart by the message
-            raise LearnerError(f"cannot open the learning log at {self.where()}: "
-                               f"{redact_text(' '.join(str(exc).split()))[:300]}") from None
+            raise LearnerError(f"cannot open the learning log at {self.where()}: {quoted(exc)}") from None
         self._create()
         return self._conn
 
@@ -113,7 +112,7 @@ class _Sql:
     def transaction(self, bank: str = "") -> Iterator[None]:
         """One transaction that holds the learner's lock of `bank`: across processes, one at a time."""
         with self.lock:
-            conn = self._conn if self._conn is not None else self.connect()
+            conn = self.connect()
             if self.postgres:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_KEY, zlib.crc32(bank.encode()) - 2**31))
@@ -140,9 +139,6 @@ class LearningLog:
     def exists(self) -> bool:
         return self._sql.postgres or Path(self._sql.target).exists()
 
-    def close(self) -> None:
-        self._sql.close()
-
     @contextmanager
     def _guard(self) -> Iterator[None]:
         try:
@@ -155,8 +151,7 @@ class LearningLog:
             if type(exc).__module__.startswith("psycopg"):
                 with self._sql.lock:  # never under another thread's transaction: it holds this lock
                     self._sql.close()  # a broken connection is opened again on the next call
-                raise LearnerError(f"the learning log at {self.location} failed: "
-                                   f"{redact_text(' '.join(str(exc).split()))[:300]}") from exc
+                raise LearnerError(f"the learning log at {self.location} failed: {quoted(exc)}") from exc
             raise
 
     def record(self, episode: str, payload: dict[str, Any], n: int) -> int:
@@ -183,17 +178,7 @@ class LearningLog:
         if not self.exists():
             return None
         with self._guard(), self._sql.lock:
-            row = self._sql.execute("SELECT version, learned_seq, learned, created_at FROM memento_retriever "
-                                    "WHERE bank = ? ORDER BY version DESC LIMIT 1", (self.bank,)).fetchone()
-        return Version(*row) if row else None
-
-    def weights(self, version: int) -> bytes:
-        with self._guard(), self._sql.lock:
-            row = self._sql.execute("SELECT weights FROM memento_retriever WHERE bank = ? AND version = ?",
-                                    (self.bank, version)).fetchone()
-        if row is None:
-            raise LearnerError(f"version {version} of the retriever is no longer in {self.location}")
-        return bytes(row[0])
+            return LearningSession(self._sql, self.bank).latest()
 
     def status(self) -> dict[str, Any]:
         latest = self.latest()
@@ -354,10 +339,3 @@ def learning_log(ctx: "Context", bank: Any = None) -> LearningLog:
         if key not in _logs:
             _logs[key] = LearningLog(target, postgres, name)
         return _logs[key]
-
-
-def close_logs() -> None:
-    with _logs_lock:
-        for log in _logs.values():
-            log.close()
-        _logs.clear()

@@ -14,6 +14,7 @@ from memento.memory.encoder import TextEncoder
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore
 
+    from memento.memory.learner import Version
     from memento.memory.q_retriever import QRetriever
     from memento.memory.store import CaseVectors, StoreCaseBank
 

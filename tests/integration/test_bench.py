@@ -44,6 +44,26 @@ def bench(tasks_file: Path, out: Path, arms: list[str], iterations: int, ks: lis
     return runner
 
 
+def kill_after_lines(command: list[str], results: Path, lines: int, poll: float, settle: float = 0.0) -> int:
+    """Start `command`, SIGKILL it once `results` holds `lines` lines (and `settle` seconds more);
+    the lines it holds then."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and len(results.read_bytes().splitlines()) >= lines:
+                break
+            time.sleep(poll)
+        time.sleep(settle)
+        assert proc.poll() is None, "the benchmark finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return len(results.read_bytes().splitlines())
+
+
 def raw_rows(path: Path) -> list[dict]:
     if path.suffix == ".csv":
         return list(csv.DictReader(io.StringIO(path.read_text())))
@@ -214,21 +234,7 @@ def test_a_killed_benchmark_resumes_without_running_anything_twice(tmp_path):
     command = [sys.executable, "-m", "memento.cli.main", "bench", "run", "--tasks", str(tmp_path / "w.jsonl"),
                "--iterations", "2", "--arms", "similarity,parametric", "--out", str(out), "--quiet"]
     results = out / "results.jsonl"
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and len(results.read_bytes().splitlines()) >= 5:
-                break
-            time.sleep(0.05)
-        time.sleep(0.1)  # land somewhere inside a run
-        assert proc.poll() is None, "the benchmark finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    done_before = len(results.read_bytes().splitlines())
+    done_before = kill_after_lines(command, results, 5, poll=0.05, settle=0.1)  # settle: land inside a run
     assert 5 <= done_before < 24
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
@@ -457,20 +463,7 @@ def test_a_benchmark_killed_at_concurrency_8_resumes_without_running_anything_tw
                "--iterations", "2", "--arms", "similarity,parametric", "--out", str(out), "--quiet",
                "--concurrency", "8"]
     results = out / "results.jsonl"
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and len(results.read_bytes().splitlines()) >= 6:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the benchmark finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    done_before = len(results.read_bytes().splitlines())
+    done_before = kill_after_lines(command, results, 6, poll=0.02)
     assert 6 <= done_before < 2 * 2 * 12
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr

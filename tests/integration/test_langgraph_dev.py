@@ -26,6 +26,7 @@ from langgraph_sdk.errors import (  # noqa: E402
     PermissionDeniedError,
 )
 
+from memento.bench.servers import stop_group  # noqa: E402
 from memento.graph import NODES  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -60,12 +61,7 @@ def langgraph_dev(folder: Path, **env: str):
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, signal.SIGTERM, 30)
 
 
 @pytest.fixture
