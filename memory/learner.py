@@ -84,7 +84,8 @@ class _Sql:
                                              check_same_thread=False)
                 self._conn.execute("PRAGMA journal_mode=WAL")
         except Exception as exc:  # noqa: BLE001 - psycopg or sqlite3, told apart by the message
-            raise LearnerError(f"cannot open the learning log at {self.where()}: {quoted(exc)}") from None
+            raise LearnerError(f"cannot open the learning log at {self.where()}: {quoted(exc)}: start the database, "
+                               "or fix the checkpointer setting (what is recorded there is kept)") from None
         self._create()
         return self._conn
 

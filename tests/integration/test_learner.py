@@ -167,3 +167,15 @@ def test_a_learners_turn_that_fails_leaves_no_trace_and_the_next_learns_once(tmp
     # Learned once from the published weights: the failed turn's in-memory steps were dropped.
     assert retriever_for(ctx).updates == 6 and learning_log(ctx).status()["pending"] == 0
     assert sorted(retriever_for(ctx).episodes) == ["first", "second"]
+
+
+def test_an_unreachable_learning_log_is_one_line_without_the_password(tmp_path):
+    from memento.bench.servers import free_port
+
+    url = f"postgresql://team:pa55word@127.0.0.1:{free_port()}/memento"
+    done = subprocess.run([sys.executable, "-m", "memento.cli.main", "retriever", "status", "--checkpointer", url,
+                           "--data-dir", str(tmp_path / "d"), "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "pa55word" not in done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error.startswith("cannot open the learning log at postgresql://team:***@127.0.0.1:")
+    assert "start the database, or fix the checkpointer setting" in error and "\n" not in error
