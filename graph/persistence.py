@@ -10,13 +10,14 @@ it in `PGPASSWORD` or `~/.pgpass`, which libpq reads, and keep it out of the URL
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from memento.graph.errors import RunError
 
@@ -25,8 +26,22 @@ if TYPE_CHECKING:
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CHECKPOINTER_VARIABLE = "MEMENTO_CHECKPOINTER"  # the operator's environment names the checkpointer here
-_PASSWORD_IN_TEXT = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
-_PASSWORD_PARAMETER = re.compile(r"((?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
+SECRET_SHOWN = "***"
+# The libpq connection parameters whose values are secrets. libpq marks the first three as
+# passwords (PQconndefaults' "*"); the SCRAM keys stand in for the password but are marked only
+# as debug options; PGPASSWORD is the variable libpq reads one from, should a message quote it.
+# The installed libpq's own marks are added to these (`secret_parameters`).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword", "oauth_client_secret", "scram_client_key",
+                               "scram_server_key", "pgpassword"})
+# `postgresql+psycopg://` and the like (SQLAlchemy's spelling) are redacted too, should a message quote one.
+_URL = re.compile(r"postgres(?:ql)?(?:\+[\w.-]+)?://\S*", re.IGNORECASE)
+# In a URL, a parameter runs to the next '&' (libpq splits there, then percent-decodes key and value).
+_URL_PARAMETER = re.compile(r"([?&])([^=&?]*)=([^&]*)")
+# In a conninfo string (`host=h password='a b'`), a value is single-quoted or runs to whitespace,
+# with backslash escapes in both forms.
+_CONNINFO_PARAMETER = re.compile(r"(?<![\w%])([A-Za-z_]\w*)(\s*=\s*)('(?:\\.|[^'\\])*'?|(?:\\.|\\$|[^\s\\])+)")
+# The same keys as a JSON or Python mapping would quote them: "password": "..."
+_QUOTED_PARAMETER = re.compile(r"""(["'])([A-Za-z_]\w*)\1(\s*:\s*)(["'])((?:\\.|(?!\4)[^\\])*)""")
 
 
 class CheckpointerError(RunError, ConnectionError):
@@ -37,15 +52,80 @@ def is_postgres(target: str) -> bool:
     return target.lower().startswith(POSTGRES_SCHEMES)
 
 
+@functools.cache
+def secret_parameters() -> frozenset[str]:
+    """SECRET_PARAMETERS and whatever the installed libpq marks as a password."""
+    try:
+        from psycopg import pq
+
+        marked = {option.keyword.decode("ascii") for option in pq.Conninfo.get_defaults() if option.dispchar == b"*"}
+    except Exception:  # noqa: BLE001 - psycopg missing or without its libpq: the known list stands
+        marked = set()
+    return SECRET_PARAMETERS | marked
+
+
+def _is_secret(key: str) -> bool:
+    # libpq percent-decodes a URL's keys (`pass%77ord` is `password`); case and spaces are forgiven
+    # here, so that a key libpq would refuse is not shown either.
+    return unquote(key).strip().lower() in secret_parameters()
+
+
+def split_url(url: str) -> tuple[str, str | None, str]:
+    """(`scheme://`, the user part or None, the rest from the hosts on) of a Postgres URL, the
+    user part ending where libpq ends it: at the first '@' met before any '/'. A second '@' there
+    (an unencoded one in the password) is taken as part of the user part too, so that nothing of
+    such a password is read as a host."""
+    cut = url.find("://")
+    head = url[:cut + 3] if cut >= 0 else ""
+    rest = url[len(head):]
+    slash = rest.find("/")
+    at = (rest if slash < 0 else rest[:slash]).rfind("@")
+    return (head, rest[:at], rest[at + 1:]) if at >= 0 else (head, None, rest)
+
+
+def _redact_url(url: str) -> str:
+    head, user, rest = split_url(url)
+    if user is None:
+        # libpq found no user part, but a password holding an unencoded '/' still ends with '@':
+        # shown without it all the same (a URL like that does not connect anyway).
+        query = rest.find("?")
+        at = (rest if query < 0 else rest[:query]).rfind("@")
+        if at >= 0 and ":" in rest[:at]:
+            user, rest = rest[:at], rest[at + 1:]
+    if user is not None:
+        name, colon, password = user.partition(":")
+        if colon:
+            user = f"{name}:{SECRET_SHOWN if password else ''}"
+        elif ":" in unquote(name):  # an encoded colon: libpq reads a name, but it was meant as a password
+            user = name[:name.lower().index("%3a") + 3] + SECRET_SHOWN if "%3a" in name.lower() else name
+        head += user + "@"
+    return head + _URL_PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}={SECRET_SHOWN}" if m[3] and _is_secret(m[2]) else m[0], rest)
+
+
+def _redact_conninfo(text: str) -> str:
+    text = _CONNINFO_PARAMETER.sub(lambda m: f"{m[1]}{m[2]}{SECRET_SHOWN}" if _is_secret(m[1]) else m[0], text)
+    return _QUOTED_PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{m[4]}{SECRET_SHOWN}" if _is_secret(m[2]) else m[0], text)
+
+
 def redact_url(url: str) -> str:
-    """`url` without its password, in the user part (`postgresql://user:***@host/db`) or as a
-    `password=` parameter; anything else unchanged."""
+    """`url` (a `postgresql://` URL or a `key=value` conninfo string) without its secrets: the
+    password of the user part and the value of every parameter that holds one for libpq
+    (`password`, `sslpassword`, ..., its key percent-encoded or not) shown as ***."""
     return redact_text(url)
 
 
 def redact_text(text: str) -> str:
-    """Every Postgres URL's password in a message replaced by ***."""
-    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD_IN_TEXT.sub(r"\1***@", text))
+    """`text` (a message, an error's words) with every Postgres URL and conninfo secret in it
+    replaced by ***. The text is parsed as libpq parses a connection string, never matched for
+    known spellings: a URL runs to the next whitespace."""
+    shown, end = [], 0
+    for match in _URL.finditer(text):
+        shown += [_redact_conninfo(text[end:match.start()]), _redact_url(match[0])]
+        end = match.end()
+    shown.append(_redact_conninfo(text[end:]))
+    return "".join(shown)
 
 
 def quoted(exc: BaseException) -> str:
@@ -53,17 +133,30 @@ def quoted(exc: BaseException) -> str:
     return redact_text(" ".join(str(exc).split()))[:300]
 
 
+def _port_problem(hosts: str) -> str | None:
+    """Why the hosts part of a URL (`host:port,host:port`, `[::1]:port`) cannot be used, or None."""
+    for spec in hosts.split(","):
+        port = spec.rpartition("]")[2] if spec.startswith("[") else spec
+        _, colon, port = port.partition(":")
+        if colon and port and not (port.isascii() and port.isdigit()):
+            return "a port is not a number"
+        if colon and port and not 0 <= int(port) <= 65535:
+            return "a port is out of range 0-65535"
+    return None
+
+
 def check_postgres_url(url: str) -> None:
     from memento.graph.context import ConfigError
 
-    try:
-        parts = urlsplit(url)
-        if "," not in parts.netloc:  # several hosts (libpq takes host1:port1,host2:port2): libpq checks them
-            parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError as exc:
-        raise ConfigError(f"checkpointer URL {redact_url(url)} is malformed ({exc}): "
-                          "give postgresql://USER@HOST:PORT/DATABASE") from None
-    if not parts.hostname and "host=" not in parts.query:
+    _, _, rest = split_url(url)
+    hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
+    if problem := _port_problem(hosts):  # said without quoting the URL's words: they may hold a password
+        raise ConfigError(f"checkpointer URL {redact_url(url)} is malformed ({problem}): "
+                          "give postgresql://USER@HOST:PORT/DATABASE")
+    query = rest.partition("?")[2]
+    named = any(unquote(key).strip().lower() in ("host", "hostaddr") and value
+                for _, key, value in _URL_PARAMETER.findall("?" + query))
+    if not hosts.replace(",", "").strip() and not named:
         raise ConfigError(f"checkpointer URL {redact_url(url)} names no host: give postgresql://USER@HOST:PORT/DATABASE")
 
 
