@@ -25,7 +25,7 @@ from mcp.server.fastmcp import Context, FastMCP
 
 from memento.mcp_servers._run import add_transport_options, client_identity, over_http, run_scope, run_server
 from memento.mcp_servers.sandbox import BACKENDS, Isolation, Limits, RunResult, Sandbox, SandboxError, become_subreaper
-from memento.mcp_servers.workspace import list_beneath, open_beneath, read_beneath, relative_parts
+from memento.mcp_servers.workspace import list_beneath, open_beneath, read_beneath, relative_parts, workspace_owner
 
 MAX_READ_CHARS = 50_000
 MAX_WRITE_BYTES = 5_000_000
@@ -45,8 +45,9 @@ class Settings:
     python: str | None = None
     isolation: Isolation | None = None  # chosen at start (or at the first call, used as a library)
     default_workspace: Path | None = None
+    default_is_temporary = False  # a folder this server made, empty, at its start: no one else's files
     workspace_roots: list[str] = []  # where workspaces named by calls may be
-    owners: dict[str, str] = {}  # over HTTP: workspace -> the client that first used it
+    owners: dict[str, str] = {}  # over HTTP: workspace -> its owner, as recorded beside it (`workspace_owner`)
     sandboxes: dict[str, Sandbox] = {}
     lock = threading.Lock()
 
@@ -55,7 +56,9 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
     """The calling run's sandbox (its workspace from the request), else the server's default.
 
     Over HTTP a workspace belongs to the client (token holder) that first used it: another
-    client's call naming it is refused, so no one runs code or writes files in someone else's."""
+    client's call naming it is refused, so no one runs code or writes files in someone else's.
+    The owner is recorded on disk beside the workspace, so a restart does not free it; a
+    workspace that holds files but has no record is refused to every client."""
     requested = run_scope(ctx).get("workspace") if ctx is not None else None
     remote = ctx is not None and over_http(ctx)
     with Settings.lock:
@@ -64,11 +67,14 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
         else:
             if Settings.default_workspace is None:  # used as a library or under a bare `mcp` runner
                 Settings.default_workspace = Path(tempfile.mkdtemp(prefix="memento-workspace-"))
+                Settings.default_is_temporary = True
             workspace = Settings.default_workspace
         key = str(workspace)
         if remote:
             client = client_identity(ctx) or "(no identity)"
-            owner = Settings.owners.setdefault(key, client)
+            owner = Settings.owners.get(key)
+            if owner is None:
+                owner = Settings.owners[key] = recorded_owner(workspace, client)
             if owner != client:
                 raise PermissionError(f"workspace {requested or key} belongs to another client of this server")
         if Settings.isolation is None:
@@ -84,6 +90,15 @@ def sandbox(ctx: Context | None = None) -> Sandbox:
         return Settings.sandboxes[key]
 
 
+def recorded_owner(workspace: Path, client: str) -> str:
+    """The owner of `workspace` from its record beside it (ROOT/.memento-owners/NAME), or
+    `client`, recorded now, for a workspace that holds nothing yet."""
+    if Settings.default_is_temporary and workspace == Settings.default_workspace:
+        return client  # made empty by this process at its start: its first client is its owner
+    workspace = Path(os.path.abspath(workspace))
+    return workspace_owner(workspace.parent, workspace.name, client)
+
+
 def allowed_workspace(requested: str) -> Path:
     """A workspace named by a call, accepted only as a folder directly inside a `--workspace-root`
     (or as the server's own `--workspace`): the server, perhaps root, makes the folder and gives it
@@ -94,6 +109,9 @@ def allowed_workspace(requested: str) -> Path:
     lexical = os.path.normpath(requested)
     if (path.is_absolute() and lexical == requested and path.name not in ("", ".", "..")
             and any(os.path.normpath(root) == os.path.dirname(lexical) for root in Settings.workspace_roots)):
+        if path.name.startswith("."):
+            # The server's own names there (its owner records) begin with '.'; a run id never does.
+            raise PermissionError(f"workspace {requested} refused: a workspace's name may not begin with '.'")
         return path
     if not Settings.workspace_roots:
         raise PermissionError(f"workspace {requested} refused: this server takes no workspace from calls "

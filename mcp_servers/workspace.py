@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path, PurePath
 from typing import Callable
@@ -172,3 +173,123 @@ def list_beneath(root: str | Path, relative: str, max_entries: int, max_scanned:
             os.close(folder)
     cut = len(listed) > max_entries or scanned >= max_scanned or bool(stack) or deeper
     return listed[:max_entries], cut
+
+
+# -- who owns a workspace ------------------------------------------------------------------
+#
+# Over HTTP a workspace belongs to the client that first used it. That must outlive the server:
+# after a restart, the first client to name a folder full of someone else's files would otherwise
+# be handed them. The owner is recorded beside the workspace, in ROOT/.memento-owners/NAME (one
+# line, the client's name), out of reach of the code that runs in the workspace (the sandbox sees
+# only the workspace; the records folder is the server user's, mode 0700). A record is published
+# with link(2), which fails if one exists, so two servers sharing a root cannot both claim a name.
+
+OWNERS_FOLDER = ".memento-owners"
+MAX_OWNER_BYTES = 1024
+
+
+class OwnerUnknown(PermissionError):
+    """A workspace that holds files but has no owner record: no client may adopt it."""
+
+
+def _owners_folder(root: Path) -> int:
+    """A descriptor for ROOT/.memento-owners, made private to this user if missing; refused if it
+    is a link, or another user's, or writable by others (records there decide who reads what)."""
+    root.mkdir(parents=True, exist_ok=True)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the root itself is trusted
+    try:
+        try:
+            os.mkdir(OWNERS_FOLDER, 0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        try:
+            folder = os.open(OWNERS_FOLDER, _DIR_FLAGS, dir_fd=root_fd)
+        except OSError as exc:
+            raise PathRefused(f"{root / OWNERS_FOLDER} is not a folder (a link or a file): the server records "
+                              "workspace owners there; make it a folder of the server's user") from exc
+    finally:
+        os.close(root_fd)
+    info = os.fstat(folder)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        os.close(folder)
+        raise PathRefused(f"{root / OWNERS_FOLDER} belongs to another user or others may write it: the server "
+                          "records workspace owners there; give it to the server's user, mode 0700")
+    return folder
+
+
+def _read_owner(folder: int, name: str, shown: Path) -> str | None:
+    """The client named in the owner record `name` of the records folder, or None if there is none."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PathRefused(f"owner record {shown} is not a regular file ({exc.strerror}): the operator writes the "
+                          "owning client's name there") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+            raise PathRefused(f"owner record {shown} is not a plain file of the server's user: the operator writes "
+                              "the owning client's name there")
+        data = handle.read(MAX_OWNER_BYTES + 1)
+    try:
+        owner = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        owner = ""
+    if not owner or len(data) > MAX_OWNER_BYTES or "\n" in owner:
+        raise PathRefused(f"owner record {shown} does not hold one client's name: the operator writes the owning "
+                          "client's name there, on one line")
+    return owner
+
+
+def _holds_files(root: Path, name: str) -> bool:
+    """Whether the workspace `name` under `root` is anything but missing or an empty folder (a
+    workspace the server moved for its sandbox user is a link to the real folder: followed)."""
+    try:
+        fd = os.open(root / name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return os.path.lexists(root / name)  # a dangling link is something there, not nothing
+    except OSError:
+        return True  # a file, a FIFO, a loop: not an empty folder
+    try:
+        with os.scandir(fd) as entries:
+            return next(entries, None) is not None
+    finally:
+        os.close(fd)
+
+
+def workspace_owner(root: Path, name: str, client: str) -> str:
+    """The client that owns the workspace `name` directly inside `root`: the one its owner record
+    names, else `client`, recorded now. A workspace that already holds files and has no record
+    (made before owners were recorded, or by a server over stdio) is adopted by no one: OwnerUnknown."""
+    folder = _owners_folder(root)
+    shown = root / OWNERS_FOLDER / name
+    try:
+        owner = _read_owner(folder, name, shown)
+        if owner is not None:
+            return owner
+        if _holds_files(root, name):
+            raise OwnerUnknown(f"workspace {root / name} holds files but has no recorded owner (made before this "
+                               "server recorded owners, or by a server over stdio), so no client may take it: name "
+                               f"another workspace, or the operator writes the owning client's name to {shown}")
+        temporary = f".claim-{secrets.token_hex(16)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(client.encode("utf-8") + b"\n")
+                handle.flush()
+                os.fsync(fd)
+            try:
+                os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            except FileExistsError:
+                pass  # another server sharing this root claimed it a moment ago: its record stands
+        finally:
+            os.unlink(temporary, dir_fd=folder)
+        os.fsync(folder)  # the record survives a crash of the machine, not only of the server
+        owner = _read_owner(folder, name, shown)
+        if owner is None:
+            raise PathRefused(f"owner record {shown} vanished while it was written: try the call again")
+        return owner
+    finally:
+        os.close(folder)
