@@ -124,15 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     cases = commands.add_parser("cases", help="inspect and curate the case bank",
                                 description="List, show and delete cases in the case bank.")
     case_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
-    listing = case_commands.add_parser("list", parents=[common], help="list cases, oldest first")
+    listing = case_commands.add_parser("list", parents=[common], help="list cases, oldest first, with provenance")
     listing.add_argument("--limit", type=int, metavar="N", help="show at most N cases")
+    _selection(listing, ids=False)
     listing.add_argument("--json", action="store_true", help="print JSON")
     show = case_commands.add_parser("show", parents=[common], help="show one case")
     show.add_argument("case_id", metavar="ID", help="case id, or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print JSON")
-    delete = case_commands.add_parser("delete", parents=[common], help="delete cases")
-    delete.add_argument("case_ids", nargs="+", metavar="ID", help="case ids, or unique prefixes")
-    delete.add_argument("--json", action="store_true", help="print JSON")
+    for name, what in (("delete", "delete cases"),
+                       ("quarantine", "keep cases but never retrieve them (undo with release)"),
+                       ("release", "retrieve quarantined cases again"),
+                       ("promote", "move cases into the shared scope, which callers the operator lists in "
+                                   "shared_readers read")):
+        action = case_commands.add_parser(name, parents=[common], help=what, description=what[0].upper() + what[1:] +
+                                          ": by id, or every case of an author or a scope.")
+        _selection(action, ids=True)
+        if name == "promote":
+            action.add_argument("--reviewer", metavar="NAME", default="operator",
+                                help="who reviewed the cases (recorded; must not be their author)")
+        action.add_argument("--json", action="store_true", help="print JSON")
     imports = case_commands.add_parser(
         "import", parents=[common], help="import cases from JSONL",
         description="Import cases from a JSONL file in the memento format or the original Memento "
@@ -175,11 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "version and publish the next version (workers do this after each run; a dedicated learner "
                     "process can do it instead, with learn_after_run = false in the workers).")
     learn.add_argument("--json", action="store_true", help="one JSON object")
+    unlearn = retriever_commands.add_parser(
+        "unlearn", parents=[common], help="rebuild the learner and the utilities without one author",
+        description="Remove an author's runs from the learning log, then train a new Q-retriever on every trusted "
+                    "run left (leaving out transitions to the author's cases), publish it as the next version and "
+                    "replay every case's utility the same way. The author's cases stay: quarantine or delete them "
+                    "with `memento cases`.")
+    unlearn.add_argument("--author", required=True, metavar="NAME", help="operator, or a caller's identity")
+    unlearn.add_argument("--json", action="store_true", help="one JSON object")
 
     from memento.cli.bench import add_parsers
 
     add_parsers(commands, common)
     return parser
+
+
+def _selection(parser: argparse.ArgumentParser, ids: bool) -> None:
+    """Options that pick cases: ids, and/or all cases of an author or a scope."""
+    if ids:
+        parser.add_argument("case_ids", nargs="*", metavar="ID", help="case ids, or unique prefixes")
+    parser.add_argument("--author", metavar="NAME", help="cases written by NAME (operator, or a caller's identity)")
+    parser.add_argument("--scope", metavar="SCOPE", help="cases in SCOPE (shared, or caller:NAME)")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -347,7 +373,10 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
     bank = case_bank_for(_context(args))
     if args.cases_command == "list":
-        cases = bank.list(limit=args.limit)
+        chosen = _selected_ids(bank, args) if args.author or args.scope else None
+        cases = bank.list() if chosen is not None else bank.list(limit=args.limit)
+        if chosen is not None:
+            cases = [c for c in cases if c.id in chosen][:args.limit]
         if args.json:
             print(json.dumps({"cases": [c.model_dump() for c in cases], "count": len(cases),
                               "total": bank.count(), "location": str(bank.location)}, ensure_ascii=False, indent=2))
@@ -364,9 +393,43 @@ def cmd_cases(args: argparse.Namespace) -> int:
         return _import_cases(bank, args, _context(args).max_task_chars)
     if args.cases_command == "export":
         return _export_cases(bank, args)
+    return _curate(bank, args)
+
+
+def _selected_ids(bank: Any, args: argparse.Namespace) -> set[str]:
+    from memento.memory.provenance import author_name
+
+    if args.author is not None and not args.author.strip():
+        raise ConfigError("--author is empty: give operator or a caller's identity")
+    return set(bank.select(author=author_name(args.author) if args.author else None, scope=args.scope))
+
+
+def _curate(bank: Any, args: argparse.Namespace) -> int:
+    """delete, quarantine, release or promote the cases the ids, --author and --scope pick (all of them
+    must match when several are given)."""
+    from memento.memory.provenance import OPERATOR, SHARED_SCOPE, author_name
+
+    action = args.cases_command
+    if not args.case_ids and not args.author and not args.scope:
+        raise ConfigError(f"cases {action} needs case ids, --author or --scope: say which cases")
     ids = [_find(bank, prefix).id for prefix in args.case_ids]
-    deleted = bank.delete(ids)
-    print(json.dumps({"deleted": deleted}) if args.json else "\n".join(f"deleted {i}" for i in deleted))
+    if args.author or args.scope:
+        chosen = _selected_ids(bank, args)
+        ids = [i for i in ids if i in chosen] if args.case_ids else sorted(chosen)
+    if action == "delete":
+        done = bank.delete(ids)
+    elif action in ("quarantine", "release"):
+        done = bank.set_provenance(ids, quarantined=action == "quarantine")
+    else:
+        reviewer = author_name(args.reviewer) if args.reviewer != OPERATOR else OPERATOR
+        cases = [bank.get(i) for i in ids]
+        own = [c.id for c in cases if c is not None and c.author == reviewer and c.author != OPERATOR]
+        if own:
+            raise ConfigError(f"{reviewer} wrote case {own[0]}: a case is promoted by someone other than its author "
+                              "(give --reviewer)")
+        done = bank.set_provenance(ids, scope=SHARED_SCOPE, promoted_by=reviewer)
+    past = {"delete": "deleted", "quarantine": "quarantined", "release": "released", "promote": "promoted"}[action]
+    print(json.dumps({past: done}) if args.json else "\n".join(f"{past} {i}" for i in done) or f"no cases {past}")
     return 0
 
 
@@ -421,11 +484,29 @@ def _retriever_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unlearn(args: argparse.Namespace) -> int:
+    from memento.memory.learner import unlearn
+    from memento.memory.provenance import author_name
+    from memento.memory.resources import case_bank_for
+
+    if not args.author.strip():
+        raise ConfigError("--author is empty: give operator or a caller's identity")
+    ctx = _context(args)
+    report = unlearn(ctx, case_bank_for(ctx), author_name(args.author))
+    print(json.dumps(report) if args.json else
+          f"removed {report['runs_removed']} run(s) by {report['author']}; version {report['version']} learned "
+          f"{report['learned']} transition(s) from {report['runs_kept']} run(s), leaving out "
+          f"{report['cases_left_out']} case(s) by {report['author']}")
+    return 0
+
+
 def cmd_retriever(args: argparse.Namespace) -> int:
     from memento.memory.q_retriever import QRetriever
 
     if args.retriever_command in ("status", "learn"):
         return _retriever_log(args)
+    if args.retriever_command == "unlearn":
+        return _unlearn(args)
     from memento.memory.resources import forget_retriever, shared_encoder
     from memento.memory.training import evaluate, featurize, offline_settings, read_pairs, train_offline
 

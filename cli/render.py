@@ -171,13 +171,18 @@ def print_outcome(state: dict[str, Any], thread_id: str, ctx: Context, as_json: 
 
 
 def case_row(case: Case) -> str:
-    return f"{case.id[:8]}  {case.reward:>6g}  {case.created_at[:19]}  {one_line(case.task, 70)}"
+    flag = "  [quarantined]" if case.quarantined else ""
+    return (f"{case.id[:8]}  {case.reward:>6g}  {case.created_at[:19]}  {one_line(case.author, 20):<20}  "
+            f"{one_line(case.scope, 20):<20}  {one_line(case.task, 60)}{flag}")
 
 
 def case_text(case: Case) -> str:
     plan = "\n".join(f"  {i}. {step}" for i, step in enumerate(case.plan, 1)) or "  (none)"
     return (f"id:           {case.id}\ntask:         {case.task}\nreward:       {case.reward:g} ({case.scored_by})\n"
             f"final answer: {case.final_answer}\nthread:       {case.thread_id or '-'}\n"
+            f"author:       {case.author}\nscope:        {case.scope}{'  (quarantined)' if case.quarantined else ''}\n"
+            f"reward from:  {case.reward_source or '-'}{f' ({case.reviewer})' if case.reviewer else ''}\n"
+            + (f"promoted by:  {case.promoted_by}\n" if case.promoted_by else "") +
             f"created:      {case.created_at}\nupdated:      {case.updated_at}\nplan:\n{plan}\n"
             f"results:\n  " + case.result_summary.replace("\n", "\n  "))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -30,6 +30,7 @@ from memento.graph.caller import CallerContext, caller_settings, check_caller_fi
 from memento.graph.context import ConfigError, Context
 from memento.graph.routing import after_execute, after_planning, after_retrieve, after_review
 from memento.graph.state import InputState, OutputState, State
+from memento.memory.provenance import caller_author, is_author
 from memento.nodes import execute_subtask, plan, replan, retrieve_cases, review_plan, write_case
 from memento.nodes.execute_subtask import RUN_ID
 
@@ -53,6 +54,17 @@ def check_served_state(operator: Context, ctx: Context, node: str, state: State)
         raise ConfigError("the run's task is longer than max_task_chars: this state was not made by the graph")
 
 
+def served_author() -> str:
+    """The author of a served run's case: the caller the server authenticated (`langgraph_auth_user_id`,
+    which the server sets on every run and refuses from a caller's input), as `caller:<identity>`;
+    `caller:anonymous` when the graph is served without authentication."""
+    identity = get_config().get("configurable", {}).get("langgraph_auth_user_id") or "anonymous"
+    if not isinstance(identity, str) or not is_author(caller_author(identity)):
+        raise ConfigError("the caller's identity is not a short printable name: the server's authentication must "
+                          "give one")
+    return caller_author(identity)
+
+
 def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]],
              operator: Context | None = None, store: BaseStore | None = None) -> Callable[..., dict[str, Any]]:
     """`node`, sending `node_started` and `node_finished` events to the `custom` stream. A node
@@ -70,7 +82,7 @@ def reported(name: str, node: Callable[[State, Runtime[Context]], dict[str, Any]
         if runtime.store is not store:
             runtime = runtime.override(store=store)
         if operator is not None:
-            ctx = caller_settings(operator, runtime.context)
+            ctx = caller_settings(operator, runtime.context).replace(author=served_author())
             runtime = runtime.override(context=ctx)
             check_served_state(operator, ctx, name, state)
         emit = get_stream_writer()

@@ -192,6 +192,26 @@ class Context:
                        "*_api_key_env, ...) a caller may pick with model_profile; the caller never names an "
                        "endpoint or a key variable itself."})
 
+    author: str = field(default="operator", metadata={
+        "description": "Who the run acts for: operator (the CLI, the bench, library use), or caller:<identity>. "
+                       "Its case is written with this author and read back only by runs that may read its scope; "
+                       "the served graph sets it from the caller's authenticated identity (a caller cannot)."})
+    shared_readers: list[str] = field(default_factory=list, metadata={
+        "description": "Served graph only: callers (identities, or * for every caller) that read the shared scope "
+                       "(the operator's cases, and those promoted or written by trusted writers) besides their own. "
+                       "Empty: each caller reads only its own cases."})
+    trusted_writers: list[str] = field(default_factory=list, metadata={
+        "description": "Served graph only: callers whose cases go straight into the shared scope and whose rewards "
+                       "train the shared learner; everyone else's stay in their own scope."})
+    caller_rewards: str = field(default="own_scope", metadata={
+        "description": "What a ground truth or a reward edit from an untrusted caller does: own_scope (it scores "
+                       "that caller's own case only, which no one else reads) or refuse (the run is refused)."})
+    case_field_chars: int = field(default=1000, metadata={
+        "description": "Most characters of each field of a past case (task, each plan step, answer) shown to the "
+                       "planner; past cases are quoted, untrusted data."})
+    case_prompt_chars: int = field(default=12000, metadata={
+        "description": "Most characters of past cases in one planner prompt, all shown cases together."})
+
     approval: dict[str, Any] = field(default_factory=lambda: {"plan": False, "replans": False, "case": False,
                                                               "tools": []}, metadata={
         "description": "Human approval points: plan (the first plan), replans (each new plan), case (the case "
@@ -203,7 +223,8 @@ class Context:
                           ("candidates", 1), ("utility_candidates", 1), ("retriever_steps", 0), ("max_planner_retries", 0),
                           ("max_result_chars", 200), ("torch_threads", 0),
                           ("max_task_chars", 1), ("planner_max_tokens", 0), ("executor_max_tokens", 0),
-                          ("judge_max_tokens", 0), ("model_retries", 0)):
+                          ("judge_max_tokens", 0), ("model_retries", 0), ("case_field_chars", 50),
+                          ("case_prompt_chars", 200)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"setting {name} must be an integer >= {low}, got {value!r}")
@@ -228,6 +249,16 @@ class Context:
                 raise ConfigError(f"setting {name} must be a table")
         if not isinstance(self.input_roots, list) or not all(isinstance(p, str) and p for p in self.input_roots):
             raise ConfigError("setting input_roots must be a list of folders")
+        from memento.memory.provenance import is_author
+
+        if not is_author(self.author):
+            raise ConfigError(f"setting author must be operator or caller:NAME, got {str(self.author)[:80]!r}")
+        for name in ("shared_readers", "trusted_writers"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ConfigError(f"setting {name} must be a list of caller identities (or \"*\")")
+        if self.caller_rewards not in ("own_scope", "refuse"):
+            raise ConfigError(f"setting caller_rewards must be own_scope or refuse, got {self.caller_rewards!r}")
         try:
             self._policy = parse_policy(self.approval)
         except PolicyError as exc:

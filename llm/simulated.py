@@ -111,12 +111,32 @@ def _files(body: str) -> list[str]:
     return [line[2:].strip() for line in body.splitlines() if line.startswith("- ")]
 
 
+def unquote(text: str) -> str:
+    """The data of quoted lines ("> "), as the prompts quote past cases and answers."""
+    return "\n".join(line[2:] if line.startswith("> ") else line[1:] if line == ">" else line
+                     for line in text.splitlines())
+
+
+def _fields(text: str) -> dict[str, list[str]]:
+    """A case block's fields: a label line (`Plan:`) followed by its quoted lines. Quoted text cannot
+    make a label of its own: every line of it starts with "> "."""
+    fields: dict[str, list[str]] = {}
+    label = None
+    for line in text.splitlines():
+        if line.startswith(">") and label is not None:
+            fields[label].append(unquote(line))
+        elif re.fullmatch(r"[A-Z][a-z]+:", line.strip()):
+            label = line.strip()[:-1]
+            fields[label] = []
+    return fields
+
+
 def _case_plans(body: str) -> list[tuple[int, list[str]]]:
     """(number shown, plan) of the `## Case n` blocks of a past-cases section, in the order shown."""
     plans = []
     for header, text in _blocks(body):
         number = int(re.match(r"Case (\d+)", header).group(1))
-        lines = text.partition("Plan:")[2].partition("\nAnswer:")[0].splitlines()
+        lines = _fields(text).get("Plan", [])
         plans.append((number, [re.sub(r"^\d+\.\s*", "", line).strip() for line in lines if line.strip()]))
     return plans
 
@@ -336,7 +356,7 @@ class SimulatedChatModel(BaseChatModel):
 
     # -- judge --------------------------------------------------------------------------
     def _judge(self, messages: list[BaseMessage]) -> AIMessage:
-        answer = _section(sections(self._prompt(messages)), "Answer")
+        answer = unquote(_section(sections(self._prompt(messages)), "Answer"))
         correct = bool(answer.strip()) and not _DONT_KNOW.match(answer)
         reason = "the answer is specific" if correct else "the answer is empty or says it does not know"
         return self._call("JudgeVerdict", {"correct": correct, "reason": f"{LABEL} {reason}"}, messages)

@@ -27,9 +27,12 @@ from chromadb.config import Settings
 from memento.graph.errors import RunError
 from memento.memory.case import Case, RetrievedCase, utc_now
 from memento.memory.encoder import TextEncoder
+from memento.memory.provenance import OPERATOR, SHARED_SCOPE, MemoryAccess
 from memento.memory.retrieval import distinct_sources, moved_utility
 
 UTILITY_KEY = "utility"
+PROVENANCE_KEY, PROVENANCE_VERSION = "provenance", 1  # collection metadata: every case has author and scope
+MIGRATE_PAGE = 5000
 DEFAULT_COLLECTION = "memento_cases"
 WRITE_BATCH = 256
 _clients: dict[tuple[str, "ServerAccess"], chromadb.api.ClientAPI] = {}
@@ -244,6 +247,25 @@ class CaseBank:
                 f"case bank at {self.location} (collection {collection}) was embedded with encoder {stored_encoder!r}, "
                 f"not the configured {encoder.name!r}: set the encoder back or use {elsewhere}"
             )
+        if (self._cases.metadata or {}).get(PROVENANCE_KEY) != PROVENANCE_VERSION:
+            self._record_provenance()
+
+    def _record_provenance(self) -> None:
+        """Give the cases stored before provenance was recorded their author and scope (the operator's,
+        shared, not quarantined), once per bank: retrieval filters on these keys, and Chroma's filters
+        cannot match a missing key. The collection is then marked, so this is not read again."""
+        offset = 0
+        while True:
+            got = self._cases.get(include=["metadatas"], limit=MIGRATE_PAGE, offset=offset)
+            old = [i for i, m in zip(got["ids"], got["metadatas"]) if "scope" not in (m or {})]
+            if old:
+                self._cases.update(ids=old, metadatas=[{"author": OPERATOR, "scope": SHARED_SCOPE, "quarantined": False}
+                                                       for _ in old])
+            if len(got["ids"]) < MIGRATE_PAGE:
+                break
+            offset += MIGRATE_PAGE
+        kept = {k: v for k, v in (self._cases.metadata or {}).items() if not k.startswith("hnsw:")}
+        self._cases._collection.modify(metadata={**kept, PROVENANCE_KEY: PROVENANCE_VERSION})
 
     @property
     def collection_id(self) -> str:
@@ -305,20 +327,21 @@ class CaseBank:
                            documents=[c.task for c in cases], metadatas=[c.to_metadata() for c in cases])
 
     def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None,
-                   vectors: bool = True) -> Candidates:
+                   vectors: bool = True, access: MemoryAccess | None = None) -> Candidates:
         """The n cases nearest to the query embedding (fewer when the bank holds fewer), best
         first: one HNSW query, no count. With `vectors`, their stored task and plan embeddings too
         (what the Q-retriever reads); without, those arrays are empty and nothing more is fetched
         than the ranking and the prompt need (documents, metadata, distances).
         `query_text` (the query's text) is not needed here; a bank over a LangGraph store
-        (`memento.memory.store.StoreCaseBank`) searches by it."""
+        (`memento.memory.store.StoreCaseBank`) searches by it. `access`: only the cases of the scopes
+        it may read, none quarantined (Chroma applies the filter inside the index search)."""
         dim = int(np.asarray(query_embedding).shape[-1])
         empty = np.zeros((0, dim), np.float32)
         if n <= 0:
             return Candidates([], empty, empty)
         include = ["documents", "metadatas", "distances"] + (["embeddings"] if vectors else [])
         hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)], n_results=n,
-                                 include=include)
+                                 include=include, where=access.where() if access else None)
         ids = hits["ids"][0]
         cases = [RetrievedCase(**Case.from_record(i, d, m).model_dump(), similarity=round(1.0 - float(dist), 4),
                                utility=_utility(m))
@@ -327,7 +350,8 @@ class CaseBank:
             return Candidates(cases, empty, empty)
         return Candidates(cases, np.asarray(hits["embeddings"][0], dtype=np.float32), self._plan_embeddings(cases))
 
-    def nearest(self, query_embedding: np.ndarray, k: int, n: int, distinct: bool = True) -> list[RetrievedCase]:
+    def nearest(self, query_embedding: np.ndarray, k: int, n: int, distinct: bool = True,
+                access: MemoryAccess | None = None) -> list[RetrievedCase]:
         """The k cases nearest to the query embedding, among its n nearest, one per source task
         when `distinct` (`retrieval.distinct_sources`), best first: what similarity and utility
         retrieval show, for close to the cost of the HNSW query itself. The query returns ids and
@@ -342,7 +366,7 @@ class CaseBank:
         if k <= 0 or n <= 0:
             return []
         hits = self._cases.query(query_embeddings=[np.asarray(query_embedding, dtype=np.float32)],
-                                 n_results=max(n, k), include=["distances"])
+                                 n_results=max(n, k), include=["distances"], where=access.where() if access else None)
         ids, distances = hits["ids"][0], hits["distances"][0]
         end, groups = 0, 0
         same = self.encoder.same_text_distance()
@@ -437,6 +461,33 @@ class CaseBank:
             return {}
         got = self._cases.get(ids=list(case_ids), include=["metadatas"])
         return {i: u for i, m in zip(got["ids"], got["metadatas"]) if (u := _utility(m)) is not None}
+
+    def select(self, author: str | None = None, scope: str | None = None) -> list[str]:
+        """The ids of the cases by `author` and in `scope` (either may be None: any)."""
+        where = [{"author": author}] if author else []
+        where += [{"scope": scope}] if scope else []
+        if not where:
+            return self._cases.get(include=[])["ids"]
+        return self._cases.get(where=where[0] if len(where) == 1 else {"$and": where}, include=[])["ids"]
+
+    def set_provenance(self, case_ids: list[str], **fields: Any) -> list[str]:
+        """Set provenance fields (`scope`, `promoted_by`, `quarantined`) of the given cases, keeping the
+        rest of each case; returns the ids that existed."""
+        allowed = {"scope", "promoted_by", "quarantined"}
+        if set(fields) - allowed:
+            raise ValueError(f"only {', '.join(sorted(allowed))} can be changed")
+        found = self._cases.get(ids=list(case_ids), include=[])["ids"] if case_ids else []
+        if found:
+            self._cases.update(ids=found, metadatas=[{**fields, "updated_at": utc_now()} for _ in found])
+        return found
+
+    def reset_utilities(self) -> int:
+        """Forget every case's utility (before utilities are replayed from the learning log)."""
+        got = self._cases.get(where={UTILITY_KEY: {"$gte": 0.0}}, include=[])["ids"]
+        for start in range(0, len(got), WRITE_BATCH):
+            batch = got[start:start + WRITE_BATCH]
+            self._cases.update(ids=batch, metadatas=[{UTILITY_KEY: None} for _ in batch])
+        return len(got)
 
     def get(self, case_id: str) -> Case | None:
         got = self._cases.get(ids=[case_id], include=["documents", "metadatas"])

@@ -51,7 +51,10 @@ def case_from_line(record: Any) -> Case:
     if not isinstance(record, dict):
         raise ValueError("a line must hold a JSON object")
     if "task" in record and "id" in record:
-        return Case.model_validate(record)
+        # The file's provenance is kept (a backup restores as it was); a case without one is the
+        # operator's import, in the shared scope.
+        case = Case.model_validate(record)
+        return case if case.reward_source else case.model_copy(update={"reward_source": "import"})
     if ORIGINAL_KEYS <= set(record):
         label = record["case_label"]
         if label not in ("positive", "negative"):
@@ -60,7 +63,8 @@ def case_from_line(record: Any) -> Case:
             raise ValueError("case and plan must be strings")
         case_id = str(uuid.uuid5(_ID_NAMESPACE, record["case"] + "\x00" + record["plan"]))
         return Case(id=case_id, task=record["case"], plan=parse_original_plan(record["plan"]),
-                    plan_source=record["plan"], reward=1.0 if label == "positive" else 0.0, scored_by="imported")
+                    plan_source=record["plan"], reward=1.0 if label == "positive" else 0.0, scored_by="imported",
+                    reward_source="import")
     raise ValueError("neither the memento format (id, task, ...) nor the original one (case, plan, case_label)")
 
 

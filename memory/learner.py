@@ -20,6 +20,8 @@ published, and the starting point of a log that has no version yet (say, offline
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sqlite3
 import threading
 import time
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 LOCK_KEY = 0x6D656D6F  # pg_advisory lock class of the learners ("memo"); the second key is the bank's
 KEEP_VERSIONS = 3  # older weights are dropped once newer ones exist
 BUSY_TIMEOUT_S = 120.0
+MAX_ROW_IDS = 1000  # case ids one log row may name
+MAX_ROW_STEPS = 1000  # gradient steps one log row may ask for
+_log = logging.getLogger("memento.learner")
 
 
 class LearnerError(RunError, ConnectionError):
@@ -57,6 +62,72 @@ class Recorded:
     seq: int
     episode: str
     payload: dict[str, Any]
+    problem: str | None = None  # why the row cannot be learned from (it is skipped, and reported)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the operator trusts the run's reward (rows recorded before this was kept were
+        the operator's own runs)."""
+        return self.payload.get("trusted", True) is True
+
+    @property
+    def author(self) -> str:
+        return str(self.payload.get("author") or "operator")
+
+    def removal(self) -> str:
+        return f"DELETE FROM memento_transitions WHERE seq = {self.seq}"
+
+
+def _finite(values: Any, low: float, high: float) -> bool:
+    return isinstance(values, list) and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= high for v in values)
+
+
+def _ids(values: Any) -> bool:
+    return isinstance(values, list) and len(values) <= MAX_ROW_IDS and all(
+        isinstance(v, str) and 0 < len(v) <= 512 for v in values)
+
+
+def row_problem(payload: Any) -> str | None:
+    """Why a learning-log row's payload cannot be learned from, or None. The log is a database other
+    processes write to: a row is checked like any input before it trains anything."""
+    from memento.memory.lexical import BUCKETS, WIDTH
+
+    if not isinstance(payload, dict):
+        return "its payload is not a JSON object"
+    if not isinstance(payload.get("task_id"), str) or not payload["task_id"]:
+        return "task_id is not a case id"
+    ids = payload.get("ids")
+    if not _ids(ids):
+        return f"ids is not a list of at most {MAX_ROW_IDS} case ids"
+    if not _finite(payload.get("rewards"), 0.0, 1.0) or len(payload["rewards"]) != len(ids):
+        return "rewards is not one number from 0 to 1 per id"
+    weights = payload.get("weights")
+    if weights is not None and (not _finite(weights, 0.0, 1e6) or len(weights) != len(ids)):
+        return "weights is not one finite number >= 0 per id"
+    mismatch = payload.get("mismatch")
+    if mismatch is not None and (not isinstance(mismatch, list) or len(mismatch) != len(ids) or not all(
+            _finite(row, 0, BUCKETS) and len(row) == WIDTH and all(isinstance(v, int) for v in row) for row in mismatch)):
+        return f"mismatch is not one list of {WIDTH} word ids per id"
+    steps = payload.get("steps", 0)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_ROW_STEPS:
+        return f"steps is not a whole number from 0 to {MAX_ROW_STEPS}"
+    if payload.get("shown") is not None and not _ids(payload["shown"]):
+        return "shown is not a list of case ids"
+    if payload.get("utility_ids") is not None and not _ids(payload["utility_ids"]):
+        return "utility_ids is not a list of case ids"
+    if not isinstance(payload.get("trusted", True), bool) or not isinstance(payload.get("author", ""), str):
+        return "trusted or author has the wrong type"
+    return None
+
+
+def _parsed(seq: Any, episode: Any, payload: Any) -> Recorded:
+    try:
+        data = json.loads(payload)
+    except (TypeError, ValueError) as exc:
+        return Recorded(int(seq), str(episode), {}, f"its payload is not JSON ({str(exc)[:80]})")
+    problem = row_problem(data)
+    return Recorded(int(seq), str(episode), data if problem is None else {}, problem)
 
 
 class _Sql:
@@ -155,13 +226,13 @@ class LearningLog:
                 raise LearnerError(f"the learning log at {self.location} failed: {quoted(exc)}") from exc
             raise
 
-    def record(self, episode: str, payload: dict[str, Any], n: int) -> int:
-        """Record one run's transitions; returns n, or 0 when the run was recorded before."""
+    def record(self, episode: str, payload: dict[str, Any], n: int) -> int | None:
+        """Record one run's transitions; returns n, or None when the run was recorded before."""
         with self._guard(), self._sql.transaction(self.bank):
             done = self._sql.execute("INSERT INTO memento_transitions (bank, episode, n, payload, recorded_at) "
                                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (bank, episode) DO NOTHING",
                                      (self.bank, episode, n, json.dumps(payload), time.time()))
-            return n if done.rowcount == 1 else 0
+            return n if done.rowcount == 1 else None
 
     def newest(self, after: int) -> tuple[Version, bytes] | None:
         """The newest published version and its weights, read in one statement, if it is newer
@@ -213,9 +284,16 @@ class LearningSession:
                                        (self.bank, version)).fetchone()[0])
 
     def pending(self, after_seq: int) -> list[Recorded]:
+        """The rows after `after_seq`, in order, each checked (`Recorded.problem`)."""
         rows = self._sql.execute("SELECT seq, episode, payload FROM memento_transitions WHERE bank = ? AND seq > ? "
                                  "ORDER BY seq", (self.bank, after_seq)).fetchall()
-        return [Recorded(int(seq), episode, json.loads(payload)) for seq, episode, payload in rows]
+        return [_parsed(seq, episode, payload) for seq, episode, payload in rows]
+
+    def forget(self, seqs: list[int]) -> None:
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start:start + 500]
+            self._sql.execute(f"DELETE FROM memento_transitions WHERE bank = ? AND seq IN ({', '.join('?' * len(chunk))})",
+                              (self.bank, *chunk))
 
     def recorded(self) -> tuple[int, int]:
         """(the last row's seq, transitions in all) of this bank's log."""
@@ -234,13 +312,17 @@ class LearningSession:
         return version
 
 
-def _apply(retriever: Any, bank: Any, row: Recorded) -> int:
+def _apply(retriever: Any, bank: Any, row: Recorded, drop: frozenset[str] = frozenset()) -> int:
     """Train on one recorded run: its transitions into the replay buffer, then its gradient steps.
     Embeddings come from the bank (stored when the cases were written); a case deleted since is
     left out. Returns the transitions learned."""
     import numpy as np
 
     p = row.payload
+    if drop:  # cases left out of what is learned (`unlearn`): their transitions are not there
+        keep_at = [k for k, i in enumerate(p["ids"]) if i not in drop]
+        p = {**p, **{key: [p[key][k] for k in keep_at] for key in ("ids", "rewards", "weights", "mismatch")
+                     if p.get(key) is not None}}
     found, tasks, _ = bank.embeddings([p["task_id"]])
     if not found:
         return 0  # the run's own case is gone: nothing to learn from
@@ -276,8 +358,10 @@ def learn_pending(ctx: "Context", bank: Any, utilities: dict[str, float] | None 
             if not rows:
                 return {"utilities": len(moved)} if moved else None
             learned = latest.learned if latest else 0
+            skipped = skipped_rows(rows, log.location)
             for row in rows:
-                learned += _apply(retriever, bank, row)
+                if row.problem is None and row.trusted:  # an untrusted caller's rewards train no shared learner
+                    learned += _apply(retriever, bank, row)
             version = session.publish(rows[-1].seq, learned, retriever.to_bytes())
     except BaseException:
         # The weights in memory may hold steps the log does not (the turn was rolled back): drop
@@ -288,7 +372,56 @@ def learn_pending(ctx: "Context", bank: Any, utilities: dict[str, float] | None 
                                                                          version.created_at)
     retriever.save(ctx.retriever_checkpoint())  # the local copy, once the version is committed
     return {"version": version.version, "runs": len(rows), "learned": learned, "updates": retriever.updates,
-            "utilities": len(moved)}
+            "utilities": len(moved), **({"skipped_rows": skipped} if skipped else {})}
+
+
+def skipped_rows(rows: list[Recorded], location: str) -> list[str]:
+    """One line per row that cannot be learned from, saying why and how to remove it; logged too. The
+    learner goes past them (they never block a turn or a run)."""
+    lines = [f"learning log row {row.seq} (run {row.episode[:80]!r}) skipped: {row.problem}; remove it with "
+             f"{row.removal()}" for row in rows if row.problem is not None]
+    for line in lines:
+        _log.warning("%s (in %s)", line, location)
+    return lines
+
+
+def unlearn(ctx: "Context", bank: Any, author: str) -> dict[str, Any]:
+    """Rebuild the learner and the utilities without `author`: under the log's lock, the author's runs
+    leave the log, a new Q-retriever (the current one's settings, fresh weights) trains on every
+    trusted run left, in the order they were recorded, leaving out the transitions to the author's
+    cases, and is published as the next version; every case's utility is replayed the same way from
+    0.5. The author's cases themselves stay (quarantine or delete them with `memento cases`).
+    Offline-trained weights are not replayed: train again afterwards if they were in use."""
+    from memento.memory.q_retriever import QRetriever
+    from memento.memory.resources import adopt_version, forget_retriever, retriever_for
+
+    log = learning_log(ctx, bank)
+    theirs = frozenset(bank.select(author=author))
+    try:
+        with log.learning() as session:
+            rows = session.pending(0)
+            gone = [row.seq for row in rows if row.problem is None and row.author == author]
+            session.forget(gone)
+            kept = [row for row in rows if row.problem is None and row.author != author]
+            current = retriever_for(ctx)
+            fresh = QRetriever(current.dim, ctx.encoder, ctx.retriever_device, current.settings)
+            learned = sum(_apply(fresh, bank, row, theirs) for row in kept if row.trusted)
+            bank.reset_utilities()
+            for row in kept:
+                ids = row.payload.get("utility_ids")
+                reward = dict(zip(row.payload["ids"], row.payload["rewards"]))
+                moved = {i: reward[i] for i in (row.payload["ids"] if ids is None else ids) if i in reward and i not in theirs}
+                if moved:
+                    bank.update_utilities(moved, ctx.utility_rate)
+            last = session.recorded()[0]
+            version = session.publish(last, session.recorded()[1], fresh.to_bytes())
+    except BaseException:
+        forget_retriever(ctx)
+        raise
+    adopted = adopt_version(ctx, fresh.to_bytes(), version)
+    adopted.save(ctx.retriever_checkpoint())
+    return {"author": author, "runs_removed": len(gone), "runs_kept": len(kept), "learned": learned,
+            "cases_left_out": len(theirs), "version": version.version}
 
 
 def log_position(log: LearningLog) -> tuple[int, int]:

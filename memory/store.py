@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from memento.memory.case import Case, RetrievedCase, utc_now
 from memento.memory.case_bank import UTILITY_KEY, Candidates, CaseBank, CaseBankError
 from memento.memory.encoder import TextEncoder
+from memento.memory.provenance import MemoryAccess
 from memento.memory.retrieval import moved_utility
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ NAMESPACE: tuple[str, ...] = ("memento", "cases")
 CASE_FIELDS = frozenset(Case.model_fields)
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 PAGE = 500  # items per page when a store is read whole (count, list)
+SCOPED_FETCH = 4  # a scoped search asks the store for this many times the candidates it keeps
 EPOCH = datetime.fromtimestamp(0, timezone.utc)
 
 
@@ -350,9 +352,11 @@ class StoreCaseBank:
         return found
 
     def candidates(self, query_embedding: np.ndarray, n: int, query_text: str | None = None,
-                   vectors: bool = True) -> Candidates:
+                   vectors: bool = True, access: MemoryAccess | None = None) -> Candidates:
         """The n cases whose tasks the store finds nearest to `query_text`, best first, with their task
-        and plan embeddings (Memento's encoder). A store cannot search by a vector: the text is needed."""
+        and plan embeddings (Memento's encoder). A store cannot search by a vector: the text is needed.
+        With `access`, only the cases it may read: the store is asked for more and the rest dropped
+        here (a store's filter cannot say "one of these scopes", nor match cases stored without one)."""
         dim = int(np.asarray(query_embedding).shape[-1])
         empty = Candidates([], np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32))
         if n <= 0:
@@ -360,7 +364,8 @@ class StoreCaseBank:
         if not query_text:
             raise CaseBankError("a case bank over a LangGraph store searches by the query's text: "
                                 "pass query_text to candidates")
-        hits = [hit for hit in self.store.search(self.namespace, query=query_text, limit=n)
+        hits = [hit for hit in self.store.search(self.namespace, query=query_text,
+                                                 limit=n if access is None else min(SCOPED_FETCH * n, PAGE))
                 if tuple(hit.namespace) == self.namespace]
         scored = [hit for hit in hits if hit.score is not None]
         if hits and not scored:
@@ -369,7 +374,9 @@ class StoreCaseBank:
         cases = []
         for hit in scored:
             case, utility = self._parse(hit)
-            cases.append(RetrievedCase(**case.model_dump(), similarity=round(float(hit.score), 4), utility=utility))
+            if access is None or access.may_read(case):
+                cases.append(RetrievedCase(**case.model_dump(), similarity=round(float(hit.score), 4), utility=utility))
+        cases = cases[:n]
         if not cases or not vectors:
             return Candidates(cases, empty.task_embeddings, empty.plan_embeddings)
         tasks, plans = self._vectors.of(cases, self.encoder)

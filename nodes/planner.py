@@ -28,22 +28,43 @@ def shown_order(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             + [c for c in cases if c["reward"] < SUCCESS_THRESHOLD])
 
 
-def render_cases(cases: list[dict[str, Any]]) -> list[str]:
-    """The successes and the failures among the retrieved cases, as two prompt sections."""
-    out, n = [], 0
+def quote(text: str, chars: int) -> str:
+    """`text` as quoted data: at most `chars` characters, every line (by any line break Python knows)
+    starting with "> ", control characters dropped, so that nothing in it can start a prompt line of
+    its own (a `# Section`, a `## Case` header, a field label)."""
+    if len(text) > chars:
+        text = f"{text[:chars]} [... {len(text) - chars} more characters cut]"
+    lines = ["".join(ch for ch in line if ch.isprintable() or ch == "\t") for line in text.splitlines()] or [""]
+    return "\n".join(f"> {line}".rstrip() for line in lines)
+
+
+def render_cases(cases: list[dict[str, Any]], field_chars: int = 1000, total_chars: int = 12000) -> list[str]:
+    """The successes and the failures among the retrieved cases, as two prompt sections: each case
+    quoted field by field, each field at most `field_chars` characters, and all cases together at
+    most `total_chars` (the cases past it are left out, and the prompt says so). Numbers follow
+    `shown_order` whether or not a case fits, so a decision's citations keep pointing at the right case."""
+    out, n, room = [], 0, total_chars
     ordered = shown_order(cases)
+    cut = False
     for title, wanted in ((prompts.SUCCESS_TITLE, True), (prompts.FAILURE_TITLE, False)):
         items = []
         for c in ordered:
             if (c["reward"] >= SUCCESS_THRESHOLD) != wanted:
                 continue
             n += 1
-            items.append(prompts.CASE_ITEM.format(
-                n=n, similarity=c["similarity"], reward=c["reward"], task=c["task"],
-                plan="\n".join(f"{i}. {step}" for i, step in enumerate(c["plan"], 1)) or "(no plan)",
-                answer=c["final_answer"] or "(none)"))
+            steps = [quote(f"{i}. {step}", field_chars) for i, step in enumerate(c["plan"], 1)]
+            item = prompts.CASE_ITEM.format(
+                n=n, similarity=c["similarity"], reward=c["reward"], task=quote(c["task"], field_chars),
+                plan="\n".join(steps) or "> (no plan)", answer=quote(c["final_answer"] or "(none)", field_chars))
+            if len(item) > room:
+                cut = True
+                continue
+            room -= len(item)
+            items.append(item)
         if items:
-            out.append(prompts.CASES_SECTION.format(title=title, cases="\n\n".join(items)))
+            out.append(prompts.CASES_SECTION.format(title=title, note=prompts.CASES_NOTE, cases="\n\n".join(items)))
+    if out and cut:
+        out[-1] += f"\n\n{prompts.CASES_CUT}"
     return out
 
 
@@ -55,7 +76,7 @@ def render_results(state: State) -> str:
 
 def planner_messages(state: State, ctx: Context, instruction: str) -> list[BaseMessage]:
     parts = [prompts.TASK_SECTION.format(task=state["task"], files=render_files(state.get("run_files") or []))]
-    parts += render_cases(state.get("cases_used", []))
+    parts += render_cases(state.get("cases_used", []), ctx.case_field_chars, ctx.case_prompt_chars)
     if state.get("results"):
         parts.append(render_results(state))
     if state.get("review_feedback"):

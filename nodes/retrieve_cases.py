@@ -16,8 +16,12 @@ from memento.graph.context import Context, context_of
 from memento.graph.state import State
 from memento.memory.case import RetrievedCase
 from memento.memory.lexical import mismatch_matrix
+from memento.memory.provenance import memory_access
 from memento.memory.resources import case_bank_for, current_retriever, encoder_loading, retriever_for
 from memento.memory.retrieval import INITIAL_UTILITY, distinct_sources, utility_order
+
+
+MAX_SHOWN_STEPS = 20  # steps of a past case's plan the planner sees
 
 
 def unreadable_file(files: list[str]) -> str | None:
@@ -45,6 +49,9 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     }
     if not (state.get("task") or "").strip():
         return {**update, "error": "the input has no task: give {'task': 'what to do'}"}
+    if state.get("ground_truth") and ctx.caller_rewards == "refuse" and not memory_access(ctx).trusted:
+        return {**update, "error": "this server does not take a ground truth from its callers (its operator set "
+                                   "caller_rewards = refuse): send the task without ground_truth"}
     if problem := ctx.task_problem(state["task"]) or unreadable_file(files):
         return {**update, "error": problem}
     if ctx.retrieval_mode == "none" or ctx.top_k == 0:
@@ -55,12 +62,28 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         get_stream_writer()({"event": "phase", "text": phase})
     with torch_threads(ctx.torch_threads):
         cases = select_cases(ctx, state["task"], runtime.store)
-    update["cases_used"] = [case.model_dump() for case in cases]
+    update["cases_used"] = [bounded_case(case, ctx.case_field_chars) for case in cases]
     if ctx.retrieval_mode == "parametric":
         update["retriever_version"] = retriever_for(ctx).version
     get_stream_writer()({"event": "cases_retrieved", "count": len(cases), "mode": ctx.retrieval_mode,
                          "successes": sum(case.success for case in cases)})
     return update
+
+
+def bounded_case(case: RetrievedCase, chars: int) -> dict[str, Any]:
+    """A retrieved case as the run keeps it in its state (checkpointed, shown to the planner): every
+    text field cut to `chars` characters and the plan to `MAX_SHOWN_STEPS` steps, so that one huge
+    case cannot fill a prompt or a checkpoint."""
+    data = case.model_dump()
+    for key in ("task", "final_answer", "result_summary", "plan_source"):
+        if isinstance(data.get(key), str):
+            data[key] = clip(data[key], chars)
+    data["plan"] = [clip(step, chars) for step in data["plan"][:MAX_SHOWN_STEPS]]
+    return data
+
+
+def clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else f"{text[:chars]} [... {len(text) - chars} more characters cut]"
 
 
 def select_cases(ctx: Context, task: str, store: BaseStore | None = None) -> list[RetrievedCase]:
@@ -88,13 +111,14 @@ def _by_utility(ctx: Context, pool: list[RetrievedCase]) -> list[RetrievedCase]:
 def select_for_query(ctx: Context, bank: Any, task: str, query: np.ndarray) -> list[RetrievedCase]:
     """`select_cases` once the task's embedding is known: what retrieval costs past the encoder."""
     mode = ctx.retrieval_mode
+    access = memory_access(ctx)  # only the scopes this run may read, quarantined cases left out
     if mode in ("similarity", "utility") and hasattr(bank, "nearest"):  # ids first, the shown cases read after
         wanted = ctx.top_k if mode == "similarity" else ctx.utility_candidates
-        shown = bank.nearest(query, wanted, max(ctx.candidates, ctx.top_k), ctx.distinct_source_tasks)
+        shown = bank.nearest(query, wanted, max(ctx.candidates, ctx.top_k), ctx.distinct_source_tasks, access=access)
         return shown if mode == "similarity" else _by_utility(ctx, shown)
     wide = mode != "similarity" or ctx.distinct_source_tasks
     found = bank.candidates(query, max(ctx.candidates, ctx.top_k) if wide else ctx.top_k, query_text=task,
-                            vectors=mode == "parametric")  # only the Q-retriever reads the stored vectors
+                            vectors=mode == "parametric", access=access)  # only the Q-retriever reads the vectors
     keep = distinct_sources(found.cases) if ctx.distinct_source_tasks else list(range(len(found.cases)))
     cases = [found.cases[i] for i in keep]
     if mode == "similarity":

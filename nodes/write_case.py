@@ -20,10 +20,12 @@ from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
 from memento.memory.lexical import mismatch_matrix
+from memento.memory.provenance import memory_access, reward_source
 from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
 from memento.memory.scoring import Score, score_answer
 from memento.nodes import prompts
 from memento.nodes.execute_subtask import remove_workspace, run_workspace
+from memento.nodes.planner import quote
 from memento.nodes.review import ask
 from memento.nodes.schemas import JudgeVerdict
 
@@ -42,7 +44,7 @@ def judge(ctx: Context, task: str, answer: str) -> Score:
     model = structured(make_chat_model(ctx, "judge"), JudgeVerdict, ctx, "judge")
     with model_call(ctx, "judge"):
         reply = model.invoke([SystemMessage(prompts.JUDGE_SYSTEM),
-                              HumanMessage(prompts.JUDGE_TASK.format(task=task, answer=answer))])
+                              HumanMessage(prompts.JUDGE_TASK.format(task=task, answer=quote(answer, len(answer))))])
     verdict = reply.get("parsed")
     if verdict is None:
         return Score(reward=0.0, exact_match=None, f1=None, scored_by=f"judge:{ctx.judge_model}",
@@ -72,7 +74,15 @@ def review_case(ctx: Context, state: State, answer: str, score: dict[str, Any]) 
     as the run scores answers (against the ground truth, or by the judge)."""
     if not run_policy(state, ctx).case or not ctx.write_cases:
         return answer, score
-    decision = ask(case_request(state["task"], answer, score), ctx.max_subtasks)[0]
+    request = case_request(state["task"], answer, score)
+    while True:
+        decision = ask(request, ctx.max_subtasks)[0]
+        if not (decision["type"] == "edit" and "reward" in decision["edited_action"]["args"]
+                and ctx.caller_rewards == "refuse" and not memory_access(ctx).trusted):
+            break
+        # Asked again, as for any answer that cannot be used; the thread keeps waiting.
+        request = {**request, "error": "this server does not take rewards from its callers (its operator set "
+                                       "caller_rewards = refuse): approve, reject, or edit final_answer only"}
     if decision["type"] == "reject":
         return None
     if decision["type"] == "edit":
@@ -117,9 +127,12 @@ def _score_and_store(ctx: Context, state: State, store: BaseStore | None = None)
     if not ctx.write_cases:
         return {**update, "case_id": None}
     plans = state.get("plans") or [[]]
+    access = memory_access(ctx)
     case = Case(id=state["case_id"], task=state["task"], plan=plans[-1], result_summary=summarise_results(state),
                 final_answer=answer, reward=score["reward"], scored_by=score["scored_by"],
-                thread_id=get_config().get("configurable", {}).get("thread_id"))
+                thread_id=get_config().get("configurable", {}).get("thread_id"),
+                author=access.author, scope=access.write_scope, reward_source=reward_source(access, score["scored_by"]),
+                reviewer=access.author if score["scored_by"] == "human" else "")
     from memento.memory.device import torch_threads  # torch: only when there is encoding to do
 
     with torch_threads(ctx.torch_threads):
@@ -171,10 +184,13 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     from memento.memory.learner import learn_pending, learning_log
     from memento.memory.q_retriever import MAX_PER_EPISODE
 
+    access = memory_access(ctx)
     credited, rewards, by_citation = credit(cases_used, case.reward, cited or [], abandoned or [])
     shown = {c["id"]: c for c in cases_used}
     ids = [i for i in credited if i in shown]
     reward_of = dict(zip(credited, rewards))
+    # An untrusted caller's reward moves only the utilities of its own cases; it trains no one's learner.
+    own = {i: reward_of[i] for i in ids if access.may_credit(shown[i])}
     q = [shown[i].get("q") for i in ids]
     retriever = retriever_for(ctx)
     weights = retriever.selection_weights(np.asarray(q)).tolist() if ids and None not in q and not by_citation else None
@@ -183,13 +199,15 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
                                [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids])
     payload = {"task_id": case.id, "ids": ids, "rewards": [reward_of[i] for i in ids], "weights": weights,
                "mismatch": np.asarray(mismatch).tolist(), "steps": ctx.retriever_steps,
-               "shown": [c["id"] for c in cases_used] if with_next else None}
+               "shown": [c["id"] for c in cases_used] if with_next else None,
+               "author": access.author, "trusted": access.trusted, "utility_ids": list(own)}
     log = learning_log(ctx, bank)
-    recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE))
-    if not recorded:
-        return None  # this run was recorded before (a resumed or replayed run)
-    if not ctx.learn_after_run:  # a dedicated learner (`memento retriever learn`) trains on the log
-        utilities = bank.update_utilities({i: reward_of[i] for i in ids}, ctx.utility_rate)
+    # An untrusted run is recorded (who did what, for `retriever unlearn`) as no transitions to learn.
+    recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE) if access.trusted else 0)
+    if recorded is None or (recorded == 0 and access.trusted):
+        return None  # this run was recorded before (a resumed or replayed run), or it taught nothing
+    if not access.trusted or not ctx.learn_after_run:  # a dedicated learner (`memento retriever learn`) trains
+        utilities = bank.update_utilities(own, ctx.utility_rate)
         return {"transitions": recorded, "utilities": len(utilities)}
-    learned = learn_pending(ctx, bank, utilities={i: reward_of[i] for i in ids})
+    learned = learn_pending(ctx, bank, utilities=own)
     return {"transitions": recorded, **(learned or {})}

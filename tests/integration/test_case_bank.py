@@ -45,7 +45,7 @@ def test_successes_and_failures_render_as_separate_sections(graph, ctx):
     assert sorted(c["reward"] for c in out["cases_used"]) == [0.0, 1.0]
     prompt = planner_messages(out | {"results": []}, ctx, "# Instruction\nplan")[1].text
     good, bad = prompt.index("# Successful past cases"), prompt.index("# Failed past cases")
-    assert good < prompt.index("Task: What is 17 * 23 + 4?") < bad < prompt.index("Task: What is 17 * 23 + 5?")
+    assert good < prompt.index("Task:\n> What is 17 * 23 + 4?") < bad < prompt.index("Task:\n> What is 17 * 23 + 5?")
 
 
 def test_retrieval_embeds_only_the_query(ctx):
