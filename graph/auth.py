@@ -8,13 +8,23 @@ with `langgraph build`) runs it on every request:
   `NAME:TOKEN` gives that caller the identity NAME, a bare token the identity `caller-` plus a
   hash of it (a token never lands in a thread's metadata). Tokens are compared in constant time.
 - **Without `MEMENTO_API_TOKEN`**: `langgraph dev` answers callers on the loopback interface
-  only, as one local developer; any other server refuses every request, unless the operator opts
-  out explicitly with `MEMENTO_ALLOW_UNAUTHENTICATED=1` (every caller is then one anonymous user).
+  only, as one local developer, and only requests addressed to localhost from localhost (a web
+  page the developer has open must not drive it); any other server refuses every request, unless
+  the operator opts out explicitly with `MEMENTO_ALLOW_UNAUTHENTICATED=1` (every caller is then
+  one anonymous user).
+- **LangGraph Studio.** Studio marks its requests `x-auth-scheme: langsmith`, which the LangGraph
+  server would otherwise answer without asking this module (`disable_studio_auth` in
+  `langgraph.json` turns that off). Such a request is answered only with a valid token, or where
+  the operator sets `MEMENTO_ALLOW_STUDIO=1`: then, under `langgraph dev` only, Studio on this
+  machine (loopback, addressed to localhost, from localhost or Studio's own site) is the local
+  developer.
 - **What you may touch.** A thread belongs to the caller who created it (`metadata.owner`, set
-  here whatever the caller sent): a caller reads, searches, updates, deletes, runs, streams and
-  resumes only its own threads, approvals included. Assistants (the graph's settings) are the
-  operator's: callers may read them, not create or change them. Cron jobs are refused. Store
-  items live under the caller's own namespace.
+  here whatever the caller sent): a caller reads, searches, deletes, runs, streams, resumes
+  (approvals included) and cancels runs of only its own threads. Assistants (the graph's
+  settings) are the operator's: callers may read them, not create or change them. Cron jobs are
+  refused. Store items live under the caller's own namespace.
+- **`/metrics`**, which the LangGraph server serves outside its authentication, answers the same
+  callers as the API (`app` below, `http.app` in `langgraph.json`).
 """
 
 from __future__ import annotations
@@ -24,12 +34,17 @@ import os
 from typing import Any
 
 from langgraph_sdk import Auth
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 
 from memento.graph.tokens import accepted_tokens, bearer_identity
 
 TOKENS_VARIABLE = "MEMENTO_API_TOKEN"
 OPT_OUT_VARIABLE = "MEMENTO_ALLOW_UNAUTHENTICATED"
+STUDIO_VARIABLE = "MEMENTO_ALLOW_STUDIO"
 LOCAL_DEVELOPER = "local-developer"
+STUDIO_ORIGINS = ("https://smith.langchain.com", "https://eu.smith.langchain.com")
 
 auth = Auth()
 
@@ -62,34 +77,90 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
+def caller_identity(authorization: str | None, client_host: str | None, headers: Any,
+                    environ: Any = os.environ) -> str:
+    """Who sends this request (its `Authorization`, the peer's address, its headers), or
+    `Auth.exceptions.HTTPException` 401/403 with one line saying why not."""
+    studio = _header(headers, b"x-auth-scheme").strip().lower() == "langsmith"
+    studio_allowed = environ.get(STUDIO_VARIABLE) == "1"
+    tokens = accepted_tokens(environ.get(TOKENS_VARIABLE))
+    if studio and studio_allowed:
+        # The operator let LangGraph Studio in without a token of this server (Studio may send its
+        # own LangSmith one): it is the local developer, under this machine's langgraph dev only,
+        # and only for requests a web page cannot make.
+        known = bearer_identity(authorization, tokens) if tokens else None
+        if known is not None:
+            return known
+        if (environ.get("LANGSMITH_LANGGRAPH_API_VARIANT") == "local_dev" and _loopback(client_host)
+                and _from_this_machine(headers, studio_allowed=True)):
+            return LOCAL_DEVELOPER
+        raise Auth.exceptions.HTTPException(status_code=403, detail=f"{STUDIO_VARIABLE}=1 lets LangGraph Studio in "
+                                            "without a token only under langgraph dev, on this machine, for requests "
+                                            "addressed to localhost from localhost or Studio")
+    identity = identify(authorization, client_host, environ)
+    if studio and not tokens:
+        # Studio's scheme proves nothing to this server; only a token of its own does.
+        raise Auth.exceptions.HTTPException(status_code=403, detail="the LangGraph Studio header (x-auth-scheme: "
+                                            "langsmith) needs a token of this server: send Authorization: Bearer "
+                                            "TOKEN, or, for Studio on this machine under langgraph dev, its operator "
+                                            f"sets {STUDIO_VARIABLE}=1")
+    if identity == LOCAL_DEVELOPER and not _from_this_machine(headers, studio_allowed):
+        # A web page the developer has open could call the loopback port from the browser:
+        # without a token, only requests made for this machine count.
+        raise Auth.exceptions.HTTPException(status_code=403, detail="without a token this server answers only "
+                                            "requests addressed to localhost from localhost (and LangGraph Studio "
+                                            f"where its operator sets {STUDIO_VARIABLE}=1)")
+    return identity
+
+
 @auth.authenticate
 async def authenticate(authorization: str | None, request: Any, headers: dict) -> Auth.types.MinimalUserDict:
     client = getattr(request, "client", None)
-    identity = identify(authorization, getattr(client, "host", None))
-    if identity == LOCAL_DEVELOPER and not _from_this_machine(headers):
-        # A web page the developer has open could call the loopback port from the browser (the
-        # server allows any origin): without a token, only requests made for this machine count.
-        raise Auth.exceptions.HTTPException(status_code=403, detail="without a token this server answers only "
-                                            "requests addressed to localhost from localhost or LangGraph Studio")
-    return {"identity": identity, "permissions": []}
+    return {"identity": caller_identity(authorization, getattr(client, "host", None), headers), "permissions": []}
 
 
-STUDIO_ORIGINS = ("https://smith.langchain.com", "https://eu.smith.langchain.com")
+def _header(headers: Any, name: bytes) -> str:
+    value = headers.get(name) or headers.get(name.decode()) or b""
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
-def _from_this_machine(headers: dict) -> bool:
-    def header(name: bytes) -> str:
-        value = headers.get(name) or headers.get(name.decode()) or b""
-        return value.decode("latin-1") if isinstance(value, bytes) else str(value)
-
-    host = header(b"host").rsplit(":", 1)[0].strip("[]").lower() if header(b"host") else ""
+def _from_this_machine(headers: Any, studio_allowed: bool) -> bool:
+    host = _header(headers, b"host")
+    host = host.rsplit(":", 1)[0].strip("[]").lower() if host else ""
     if host not in ("localhost", "127.0.0.1", "::1"):
         return False
-    origin = header(b"origin").lower()
-    if not origin or origin in STUDIO_ORIGINS:
+    origin = _header(headers, b"origin").lower()
+    if not origin or (studio_allowed and origin in STUDIO_ORIGINS):
         return True
     origin_host = origin.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
     return origin_host in ("localhost", "127.0.0.1", "::1")
+
+
+GUARDED_PATHS = ("/metrics",)
+
+
+class AnswerCallersOnly:
+    """ASGI middleware: the LangGraph server serves `/metrics` (run counts, queue depth, request
+    statistics) outside its authentication; this answers it only to callers `authenticate` accepts."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") in GUARDED_PATHS:
+            headers = {name.lower(): value for name, value in scope.get("headers") or ()}
+            client = scope.get("client")
+            try:
+                caller_identity(_header(headers, b"authorization") or None, client[0] if client else None, headers)
+            except Auth.exceptions.HTTPException as refused:
+                await JSONResponse({"detail": refused.detail}, status_code=refused.status_code)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# `http.app` in langgraph.json: no routes of its own, only the middleware, which the server puts
+# in front of all of its routes.
+app = Starlette(middleware=[Middleware(AnswerCallersOnly)])
 
 
 @auth.on
@@ -115,10 +186,18 @@ async def own_new_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types
     return {"owner": ctx.user.identity}
 
 
+CANCEL_ACTIONS = ("interrupt", "rollback")
+
+
 @auth.on.threads.update
-async def no_state_edits(ctx: Auth.types.AuthContext, value: Any) -> bool:
-    """Refused: an update can write a thread's state (its files, its case id, its plan), which
+async def cancel_own_runs_only(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
+    """The server asks this for three things: cancelling runs (the only one that names an
+    `action`), thread metadata updates and state updates. A caller may cancel its own threads'
+    runs (interrupt them, or roll them back to the state the graph had written before); the rest
+    is refused: an update can write a thread's state (its files, its case id, its plan), which
     only the graph's own nodes may set."""
+    if isinstance(value, dict) and value.get("action") in CANCEL_ACTIONS:
+        return {"owner": ctx.user.identity}
     raise Auth.exceptions.HTTPException(status_code=403, detail="threads and their state are changed by runs only")
 
 

@@ -325,10 +325,156 @@ def test_a_caller_cannot_write_state_send_webhooks_or_call_from_a_web_page(serve
     refused = asyncio.run(scenario())
     assert victim.exists()  # nothing reached write_case with a planted case id
     assert "command.resume" in refused[0] and "webhook" in refused[3]
-    # Without a token, only requests addressed to localhost, from localhost or Studio, are answered.
+    # Without a token, only requests addressed to localhost from localhost are answered: Studio's
+    # site and its header only where the operator opts in (MEMENTO_ALLOW_STUDIO=1, below).
+    studio = {"x-auth-scheme": "langsmith"}
+    threads_before = httpx.post(f"{server}/threads/search", json={}).json()
     for headers in ({"Origin": "https://attacker.example"}, {"Host": "attacker.example"},
-                    {"Origin": "http://127.0.0.1.attacker.example"}):
-        answer = httpx.post(f"{server}/threads/search", json={}, headers=headers)
-        assert answer.status_code == 403, (headers, answer.status_code)
-    for headers in ({}, {"Origin": "https://smith.langchain.com"}, {"Origin": "http://localhost:3000"}):
+                    {"Origin": "http://127.0.0.1.attacker.example"}, {"Origin": "https://smith.langchain.com"},
+                    studio, {**studio, "Origin": "https://attacker.example"},
+                    {**studio, "Origin": "https://smith.langchain.com"}, {**studio, "Authorization": "Bearer any"}):
+        for path in ("/threads/search", "/threads"):
+            answer = httpx.post(f"{server}{path}", json={}, headers=headers)
+            assert answer.status_code == 403, (path, headers, answer.status_code)
+        assert httpx.get(f"{server}/metrics", headers=headers).status_code == 403, headers
+    assert "MEMENTO_ALLOW_STUDIO=1" in httpx.post(f"{server}/threads", json={}, headers=studio).json()["detail"]
+    for headers in ({}, {"Origin": "http://localhost:3000"}):
         assert httpx.post(f"{server}/threads/search", json={}, headers=headers).status_code == 200, headers
+        assert httpx.get(f"{server}/metrics", headers=headers).status_code == 200, headers
+    # A cross-site page is not even allowed to send the header (or anything else): the preflight fails.
+    assert not preflight_allows(server, "https://attacker.example", "x-auth-scheme,content-type")
+    assert not preflight_allows(server, "http://localhost.attacker.example", "content-type")
+    assert preflight_allows(server, "https://smith.langchain.com", "x-auth-scheme,content-type")
+    assert preflight_allows(server, "http://localhost:3000", "authorization,content-type")
+    assert httpx.post(f"{server}/threads/search", json={}).json() == threads_before  # no refused request made one
+
+
+def preflight_allows(url: str, origin: str, headers: str) -> bool:
+    """Whether the server's CORS preflight lets a page from `origin` POST with `headers`."""
+    import httpx
+
+    answer = httpx.options(f"{url}/threads", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": headers})
+    allowed = answer.headers.get("access-control-allow-origin") in (origin, "*")
+    assert allowed == (answer.status_code == 200), (origin, answer.status_code, answer.text)
+    return allowed and set(headers.split(",")) <= set(answer.headers.get("access-control-allow-headers", "").split(","))
+
+
+def test_studio_on_this_machine_only_where_the_operator_allows_it(tmp_path):
+    import httpx
+
+    with langgraph_dev(tmp_path, MEMENTO_ALLOW_STUDIO="1") as url:
+        asyncio.run(ready(get_client(url=url)))
+        studio = {"x-auth-scheme": "langsmith", "Origin": "https://smith.langchain.com"}
+        # Studio may send its own LangSmith token: it is not this server's, and the local developer it is.
+        for headers in (studio, {**studio, "Authorization": "Bearer a-langsmith-token"},
+                        {**studio, "Origin": "http://localhost:5173"}, {"Origin": "https://smith.langchain.com"}):
+            made = httpx.post(f"{url}/threads", json={"metadata": {"owner": "someone"}}, headers=headers)
+            assert made.status_code == 200 and made.json()["metadata"]["owner"] == "local-developer", (headers, made.text)
+        ran = httpx.post(f"{url}/threads/{made.json()['thread_id']}/runs/wait", headers=studio,
+                         json={"assistant_id": "memento", "input": {"task": "What is 6 * 7?", "ground_truth": "42"}},
+                         timeout=120)
+        assert ran.status_code == 200 and ran.json()["final_answer"] == "42"
+        # Still only this machine's requests: a web page elsewhere, or a request addressed to another name.
+        for headers in ({**studio, "Origin": "https://attacker.example"}, {**studio, "Host": "attacker.example"},
+                        {"x-auth-scheme": "langsmith", "Origin": "null"}):
+            refused = httpx.post(f"{url}/threads", json={}, headers=headers)
+            assert refused.status_code == 403 and "MEMENTO_ALLOW_STUDIO=1" in refused.json()["detail"], headers
+            assert httpx.get(f"{url}/metrics", headers=headers).status_code == 403
+        assert not preflight_allows(url, "https://attacker.example", "x-auth-scheme,content-type")
+
+
+SLOW_CALCULATOR = '''\
+import sys
+import time
+from pathlib import Path
+
+from mcp.server.fastmcp import FastMCP
+
+folder = Path(sys.argv[1])
+server = FastMCP("slow-math")
+
+
+@server.tool()
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression."""
+    (folder / "entered").touch()
+    deadline = time.monotonic() + 120
+    while not (folder / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "42"
+
+
+server.run()
+'''
+
+
+def test_a_token_server_answers_studio_and_metrics_only_with_a_token_and_owners_cancel_their_runs(tmp_path):
+    import httpx
+
+    # The operator's calculator holds its call until the test releases it, so a run is still running.
+    (tmp_path / "slow_math.py").write_text(SLOW_CALCULATOR)
+    config = tmp_path / "server.toml"
+    config.write_text(f'[mcp_servers.math]\ntransport = "stdio"\ncommand = "{{python}}"\n'
+                      f'args = ["{tmp_path / "slow_math.py"}", "{tmp_path}"]\n')
+    with langgraph_dev(tmp_path, MEMENTO_API_TOKEN="alice:token-a,bob:token-b", MEMENTO_CONFIG=str(config)) as url:
+        alice = get_client(url=url, headers={"Authorization": "Bearer token-a"})
+        bob = get_client(url=url, headers={"Authorization": "Bearer token-b"})
+        studio = {"x-auth-scheme": "langsmith"}
+        local = {"Origin": "https://smith.langchain.com"}
+        for headers, status in (({**studio}, 401), ({**studio, **local}, 401), ({**studio, "Authorization": "Bearer nope"}, 401),
+                                ({**studio, "Authorization": "Bearer token-a"}, 200)):
+            assert httpx.post(f"{url}/threads", json={}, headers=headers).status_code == status, headers
+            assert httpx.get(f"{url}/metrics", headers=headers).status_code == status, headers
+        for headers, status in (({}, 401), ({"Authorization": "Bearer nope"}, 401), ({"Authorization": "Bearer token-b"}, 200)):
+            for path in ("/metrics", "/metrics?format=json", "/metrics/"[:None if status == 401 else -1]):
+                answer = httpx.get(f"{url}{path}", headers=headers)
+                assert answer.status_code == status, (path, headers, answer.status_code)
+        metrics = httpx.get(f"{url}/metrics?format=json", headers={"Authorization": "Bearer token-a"}).json()
+        assert "queue" in metrics
+        threads = httpx.post(f"{url}/threads/search", json={}, headers={"Authorization": "Bearer token-a"}).json()
+        assert len(threads) == 1  # only the one made with alice's token; none by the refused requests
+
+        async def scenario():
+            await ready(alice)
+            thread = (await alice.threads.create())["thread_id"]
+            run = await alice.runs.create(thread, "memento", input={"task": "What is 6 * 7?", "ground_truth": "42"})
+            for _ in range(600):  # until the run is inside the slow tool call
+                if (tmp_path / "entered").exists():
+                    break
+                await asyncio.sleep(0.1)
+            assert (await alice.runs.get(thread, run["run_id"]))["status"] == "running"
+            # Another caller can neither cancel it by its ids nor by "all my running runs".
+            with pytest.raises(NotFoundError):
+                await bob.runs.cancel(thread, run["run_id"])
+            with pytest.raises(NotFoundError):
+                await bob.runs.cancel_many(status="running")
+            with pytest.raises(NotFoundError):
+                await bob.runs.cancel_many(thread_id=thread, run_ids=[run["run_id"]], action="rollback")
+            after_bob = (await alice.runs.get(thread, run["run_id"]))["status"]
+            # The owner still may not write the thread's state or metadata.
+            with pytest.raises(PermissionDeniedError):
+                await alice.threads.update_state(thread, {"case_id": "planted"}, as_node="retrieve_cases")
+            with pytest.raises(PermissionDeniedError):
+                await alice.threads.update(thread, metadata={"owner": "bob"})
+            cancelled = httpx.post(f"{url}/threads/{thread}/runs/{run['run_id']}/cancel",
+                                   headers={"Authorization": "Bearer token-a"})
+            final = (await alice.runs.get(thread, run["run_id"]))["status"]
+            # Cancelling "all my pending and running runs" reaches the caller's own runs only.
+            runs = []
+            for client in (alice, bob):
+                other = (await client.threads.create())["thread_id"]
+                runs.append((client, other, (await client.runs.create(other, "memento", input={"task": "1 + 2?"}))["run_id"]))
+            everything = httpx.post(f"{url}/runs/cancel", json={"status": "all"}, headers={"Authorization": "Bearer token-a"})
+            statuses = [(await client.runs.get(other, run_id))["status"] for client, other, run_id in runs]
+            (tmp_path / "release").touch()
+            return after_bob, cancelled.status_code, final, everything.status_code, statuses, await alice.threads.get(thread)
+
+        try:
+            after_bob, cancelled, final, everything, statuses, thread = asyncio.run(scenario())
+        finally:
+            (tmp_path / "release").touch()
+    assert after_bob == "running"
+    assert cancelled == 202 and final == "interrupted"
+    assert everything == 204 and statuses[0] == "interrupted" and statuses[1] in ("pending", "running"), statuses
+    assert thread["metadata"]["owner"] == "alice"
