@@ -20,9 +20,10 @@ with `langgraph build`) runs it on every request:
   developer.
 - **What you may touch.** A thread belongs to the caller who created it (`metadata.owner`, set
   here whatever the caller sent): a caller reads, searches, deletes, runs, streams, resumes
-  (approvals included) and cancels runs of only its own threads. Assistants (the graph's
-  settings) are the operator's: callers may read them, not create or change them. Cron jobs are
-  refused. Store items live under the caller's own namespace.
+  (approvals included) and cancels runs of only its own threads; its state and metadata are
+  written by runs only. Assistants (the graph's settings) are the operator's: callers may read
+  them, not create or change them. Cron jobs are refused. Store items live under the caller's own
+  namespace.
 - **`/metrics`**, which the LangGraph server serves outside its authentication, answers the same
   callers as the API (`app` below, `http.app` in `langgraph.json`).
 """
