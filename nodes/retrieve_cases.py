@@ -20,7 +20,6 @@ from memento.memory.provenance import memory_access
 from memento.memory.resources import case_bank_for, current_retriever, encoder_loading, retriever_for
 from memento.memory.retrieval import INITIAL_UTILITY, distinct_sources, utility_order
 
-
 MAX_SHOWN_STEPS = 20  # steps of a past case's plan the planner sees
 
 
