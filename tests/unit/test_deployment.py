@@ -172,3 +172,24 @@ def test_the_served_config_refuses_the_rlimit_fallback(tmp_path):
     # The built-in setting on the same machine falls back to rlimit, keeping the network: what the config refuses.
     fallback = start([arg if arg != "bwrap" else "auto" for arg in code["args"]])
     assert "memento-code: sandbox rlimit:" in fallback.stderr, fallback
+
+
+def test_in_the_image_the_studio_header_needs_a_token_whatever_else_is_set():
+    """The image is not `langgraph dev` (no LANGSMITH_LANGGRAPH_API_VARIANT=local_dev): Studio's
+    scheme gets no one in there, not even with MEMENTO_ALLOW_STUDIO=1 or MEMENTO_ALLOW_UNAUTHENTICATED=1."""
+    from langgraph_sdk import Auth
+
+    from memento.graph.auth import caller_identity
+
+    studio = {b"x-auth-scheme": b"langsmith", b"host": b"localhost:8123", b"origin": b"https://smith.langchain.com"}
+    for environ in ({"MEMENTO_ALLOW_STUDIO": "1"}, {"MEMENTO_ALLOW_UNAUTHENTICATED": "1"},
+                    {"MEMENTO_ALLOW_UNAUTHENTICATED": "1", "MEMENTO_ALLOW_STUDIO": "1"},
+                    {"MEMENTO_API_TOKEN": "alice:token-a", "MEMENTO_ALLOW_STUDIO": "1"}):
+        for authorization in (None, "Bearer a-langsmith-token"):
+            with pytest.raises(Auth.exceptions.HTTPException) as refused:
+                caller_identity(authorization, "127.0.0.1", studio, environ)
+            assert refused.value.status_code == 403 and "MEMENTO_ALLOW_STUDIO" in refused.value.detail, environ
+    tokens = {"MEMENTO_API_TOKEN": "alice:token-a"}
+    assert caller_identity("Bearer token-a", "10.1.2.3", studio, tokens) == "alice"
+    assert caller_identity("Bearer token-a", "10.1.2.3", studio, {**tokens, "MEMENTO_ALLOW_STUDIO": "1"}) == "alice"
+    assert caller_identity(None, "10.1.2.3", {}, {"MEMENTO_ALLOW_UNAUTHENTICATED": "1"}) == "anonymous"
