@@ -268,3 +268,20 @@ def _no_leftover_learners():
     from memento.memory import resources
 
     resources._retrievers.clear()
+
+
+def test_the_poisoning_benchmark_measures_what_the_defences_stop():
+    """benchmarks/poisoning.py on a small world: the previous release's one shared memory lets the
+    attacker's cases reach the victim; the defaults show none of them."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "poisoning.py"
+    spec = importlib.util.spec_from_file_location("poisoning_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = {r["arm"]: r for r in bench.measure([7], families=2, tasks=2, arms=("undefended", "default"))}
+    assert rows["undefended"]["shown_from_attacker"] > 0 and rows["undefended"]["trusted_transitions"] > 0
+    assert rows["default"]["shown_from_attacker"] == 0 and rows["default"]["trusted_transitions"] == 0
+    assert rows["default"]["largest_case_chars"] < 5000 < rows["undefended"]["largest_case_chars"]
+    assert "| default | 7 |" in bench.table(list(rows.values()))
