@@ -76,7 +76,8 @@ install-postgres:
 	$(call apt_install,postgresql,the PostgreSQL tests)
 
 studio: $(READY)
-	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true $(BIN)/langgraph dev --port 2025 --no-browser
+	@# MEMENTO_ALLOW_STUDIO=1: LangGraph Studio in this machine's browser may use this loopback server without a token.
+	MEMENTO_ALLOW_STUDIO=1 LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true $(BIN)/langgraph dev --port 2025 --no-browser
 
 clean:
 	rm -rf $(VENV) build *.egg-info

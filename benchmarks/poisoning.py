@@ -21,7 +21,9 @@ Arms (each on its own data folder, same world):
   `trusted_writers` = "*"), past cases pasted into the prompt whole and unquoted;
 - `default`: this release's defaults (each caller its own scope);
 - `shared`: an operator-enabled shared scope (`shared_readers = ["*"]`), in which the operator
-  promotes B's forged-section cases (a mistake on purpose) and nothing else.
+  promotes B's forged-section cases (a mistake on purpose) and nothing else;
+- `shared-unquoted`: the same, with past cases shown as the previous release showed them: what the
+  quoting alone stops.
 
 Figures per arm: A's test accuracy, attack success (test tasks A answered right in `clean` and
 wrong here), the share of cases shown to A that B wrote (and of those, unpromoted ones), the
@@ -64,7 +66,7 @@ from memento.graph import Context, build_graph  # noqa: E402
 from memento.graph.approval import CASE_ACTION, PLAN_ACTION  # noqa: E402
 from memento.llm import table_skills as tables  # noqa: E402
 
-ARMS = ("clean", "undefended", "default", "shared")
+ARMS = ("clean", "undefended", "default", "shared", "shared-unquoted")
 VICTIM, ATTACKER = "alice", "mallory"
 HUGE_ANSWER_CHARS = 2_000_000
 FLOOD = 3  # near-duplicates per family
@@ -177,7 +179,7 @@ def operator_settings(arm: str, data: Path, roots: list[str]) -> Context:
     base = Context(data_dir=str(data), input_roots=roots, retrieval_mode="similarity", top_k=4)
     if arm == "undefended":
         return base.replace(shared_readers=["*"], trusted_writers=["*"])
-    if arm == "shared":
+    if arm.startswith("shared"):
         return base.replace(shared_readers=["*"])
     return base
 
@@ -197,13 +199,13 @@ def run_arm(arm: str, seed: int, train: list[BenchTask], test: list[BenchTask], 
         planted: dict[str, list[str]] = {}
         if arm != "clean":
             planted = plant(attacker, train, train[:len(train) // 3], seed)
-            if arm == "shared":
+            if arm.startswith("shared"):
                 bank.set_provenance(planted["forged_section"], scope="shared", promoted_by="operator")
         after = bank.utilities(victims_cases)
         moved = sum(1 for i in victims_cases if before.get(i) != after.get(i))
-        promoted = set(planted.get("forged_section", [])) if arm == "shared" else set()
+        promoted = set(planted.get("forged_section", [])) if arm.startswith("shared") else set()
         answers, shown, from_attacker, unpromoted, largest = [], 0, 0, 0, 0
-        scope = previous_release_prompts() if arm == "undefended" else _nothing()
+        scope = previous_release_prompts() if arm in ("undefended", "shared-unquoted") else _nothing()
         with scope:
             for task in test:
                 out = victim.run(task.question, task.files, context={"write_cases": False})
