@@ -56,7 +56,8 @@ def run_task_file(ctx: Context, args: argparse.Namespace) -> int:
         raise ConfigError("--tasks needs --out RESULTS.jsonl: the file that gets one result line per task")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {args.concurrency}")
-    tasks = load_tasks(args.tasks, answers_required=False)  # every line checked before anything runs
+    # Every line checked before anything runs; files only from the task file's folder or a --files-root.
+    tasks = load_tasks(args.tasks, answers_required=False, files_roots=args.files_root)
     for task in tasks:
         if problem := ctx.task_problem(task.question):
             raise ConfigError(f"{args.tasks}, line {task.line}: {problem}; nothing was run")

@@ -41,6 +41,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--concurrency", type=int, default=1, metavar="N",
                      help="run up to N tasks of an iteration at once in each arm (default 1: one at a time); a task "
                           "sees the cases of the tasks that finished before it started")
+    run.add_argument("--files-root", action="append", default=[], metavar="DIR",
+                     help="a folder whose files the tasks' `files` may name, besides the task file's own folder "
+                          "(repeatable; files are reached without following links)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     for role in ("planner", "executor", "judge"):
@@ -112,8 +115,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {args.concurrency}")
-    tasks = load_tasks(args.tasks)  # every line checked before anything runs
-    test_tasks = load_tasks(args.test) if args.test else None
+    # Every line checked before anything runs; files only from the task file's folder or a --files-root.
+    tasks = load_tasks(args.tasks, files_roots=args.files_root)
+    test_tasks = load_tasks(args.test, files_roots=args.files_root) if args.test else None
     if args.cross and not args.test:
         raise ConfigError("--cross runs the test tasks on every arm's bank: give them with --test FILE.jsonl")
     overrides: dict[str, Any] = {}

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="RESULTS.jsonl", help="with --tasks: where the result lines go")
     run.add_argument("--concurrency", type=int, default=1, metavar="N",
                      help="with --tasks: run up to N tasks at once through one graph (default 1)")
+    run.add_argument("--files-root", action="append", default=[], metavar="DIR",
+                     help="with --tasks: a folder whose files the tasks' `files` may name, besides the task file's own "
+                          "folder (repeatable; files are reached without following links)")
     run.add_argument("--file", action="append", default=[], metavar="PATH", help="attach a file (repeatable)")
     run.add_argument("--ground-truth", metavar="TEXT", help="expected answer; scores the run without the judge")
     run.add_argument("--thread-id", metavar="ID", help="thread id for the run's checkpoints (default: a new one)")
@@ -281,6 +284,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     check_model_settings(ctx)
+    if args.files_root and not args.tasks:
+        raise ConfigError("--files-root names where a task file's files may be: give it with --tasks FILE.jsonl "
+                          "(a --file is read as given)")
     if args.tasks:
         if args.task or args.file or args.ground_truth or args.thread_id:
             raise ConfigError("--tasks takes the tasks from its file: give no task, --file, --ground-truth or "
