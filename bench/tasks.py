@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
-import json
 import os
 import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, Sequence
 
 from memento.graph.caller import MAX_FILES
 from memento.graph.errors import InputError
-from memento.memory.interchange import MAX_LINE_BYTES
+from memento.memory.interchange import LineError, bounded_lines, parse_line
 from memento.memory.scoring import ANSWER_SPLIT
 
 KNOWN_KEYS = {"id", "question", "answer", "files", "metadata", "ground_truth"}
@@ -156,49 +154,6 @@ def task_from_record(record: Any, line: int, folder: Path, answers_required: boo
     return BenchTask(str(raw_id).strip(), question.strip(), answers, resolved, {**extra, **metadata}, line)
 
 
-class _LineError(ValueError):
-    def __init__(self, number: int, reason: str) -> None:
-        super().__init__(reason)
-        self.number = number
-
-
-def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of each non-blank line, read one line at a time: a line longer than
-    MAX_LINE_BYTES is refused once that many bytes are read, never read whole."""
-    read = 0
-    for number in itertools.count(1):
-        raw = handle.readline(MAX_LINE_BYTES + 2)
-        if not raw:
-            return
-        read += len(raw)
-        content = raw[:-1] if raw.endswith(b"\n") else raw
-        if len(content) > MAX_LINE_BYTES:
-            raise _LineError(number, f"the line is longer than {MAX_LINE_BYTES} bytes; at most {MAX_LINE_BYTES} are read")
-        if read > MAX_TASK_FILE_BYTES:
-            raise _LineError(number, f"the file goes on past {MAX_TASK_FILE_BYTES} bytes, the most a task file may "
-                                     "hold; split it into several files")
-        if content.strip():
-            yield number, content
-
-
-def _record(number: int, raw: bytes) -> Any:
-    try:
-        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-    except UnicodeDecodeError as exc:
-        raise _LineError(number, f"not valid UTF-8 (byte {exc.start})") from None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _LineError(number, f"not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise _LineError(number, "JSON nested too deeply") from None
-    try:  # JSON allows lone surrogates ("\ud800"), which no file or database can store
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise _LineError(number, "the line holds a lone surrogate escape (\\ud800 to \\udfff), which is not text") from None
-    return record
-
-
 def load_tasks(path: str | Path, answers_required: bool = True, files_roots: Sequence[str | Path] = ()) -> list[BenchTask]:
     """Every task in the file, or TaskFileError at the first bad line (nothing runs). Without
     `answers_required`, a task may have no answer (the judge scores it). A task's files must lie
@@ -222,13 +177,13 @@ def load_tasks(path: str | Path, answers_required: bool = True, files_roots: Seq
             if info.st_size > MAX_TASK_FILE_BYTES:
                 raise TaskFileError(f"task file {path} is {info.st_size} bytes; at most {MAX_TASK_FILE_BYTES} are read: "
                                     "split it into several files; nothing was run")
-            for number, raw in _lines(handle):
+            for number, raw in bounded_lines(handle, MAX_TASK_FILE_BYTES):
                 if len(tasks) == MAX_TASKS:
                     raise TaskFileError(f"{path}, line {number}: the file holds more than {MAX_TASKS} tasks; split it "
                                         "into several files; nothing was run")
                 try:
-                    task = task_from_record(_record(number, raw), number, folder, answers_required, roots)
-                except _LineError:
+                    task = task_from_record(parse_line(number, raw), number, folder, answers_required, roots)
+                except LineError:
                     raise
                 except ValueError as exc:
                     raise TaskFileError(f"{path}, line {number}: {exc}; nothing was run") from None
@@ -240,7 +195,7 @@ def load_tasks(path: str | Path, answers_required: bool = True, files_roots: Seq
     except OSError as exc:
         reason = "it is not a regular file" if exc.errno == errno.EINVAL else exc.strerror
         raise TaskFileError(f"cannot read task file {path}: {reason}") from None
-    except _LineError as exc:
+    except LineError as exc:
         raise TaskFileError(f"{path}, line {exc.number}: {exc}; nothing was run") from None
     if not tasks:
         raise TaskFileError(f"task file {path} holds no tasks")

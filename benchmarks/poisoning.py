@@ -272,7 +272,7 @@ def measure(seeds: list[int], families: int = 4, tasks: int = 6, arms: tuple[str
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| arm | seed | victim accuracy | attack success | attacker's cases shown / shown (unpromoted) | "
-             "largest case in a prompt (chars) | victim utilities moved | shared learner transitions |",
+             "largest case in a prompt (chars) | victim utilities moved | attacker transitions learned |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         success = "-" if r["attack_success"] is None else f"{100 * r['attack_success']:.0f}%"

@@ -8,12 +8,13 @@ exporting back gives the same line; the label maps to reward 1 or 0.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import stat
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from pydantic import ValidationError
 
@@ -79,38 +80,57 @@ class LineError(ValueError):
         self.number = number
 
 
+def bounded_lines(handle: BinaryIO, max_total: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each non-blank line, read one line at a time: a line longer than
+    `MAX_LINE_BYTES` is refused once that many bytes are read, never read whole, and with
+    `max_total` a file that goes on past that many bytes is refused where it does."""
+    read = 0
+    for number in itertools.count(1):
+        raw = handle.readline(MAX_LINE_BYTES + 2)
+        if not raw:
+            return
+        read += len(raw)
+        content = raw[:-1] if raw.endswith(b"\n") else raw
+        if len(content) > MAX_LINE_BYTES:
+            raise LineError(number, f"the line is longer than {MAX_LINE_BYTES} bytes; at most {MAX_LINE_BYTES} are read")
+        if max_total is not None and read > max_total:
+            raise LineError(number, f"the file goes on past {max_total} bytes, the most it may hold; split it into "
+                                    "several files")
+        if content.strip():
+            yield number, content
+
+
+def parse_line(number: int, raw: bytes) -> Any:
+    """One line as untrusted JSON: valid UTF-8 (a BOM allowed on line 1), valid JSON not nested too
+    deeply, and text that can be stored (no lone surrogate escapes); LineError otherwise."""
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError(number, f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LineError(number, f"not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise LineError(number, "JSON nested too deeply") from None
+    try:  # JSON allows lone surrogates ("\ud800"), which no file or database can store
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise LineError(number, "the line holds a lone surrogate escape (\\ud800 to \\udfff), which is not text") from None
+    return record
+
+
 def jsonl_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line of a JSONL file, checked as untrusted
-    input: a regular file (a FIFO or a device is refused, not waited on), lines of at most
-    `MAX_LINE_BYTES`, valid UTF-8 (a BOM allowed on line 1), valid JSON not nested too deeply, and
-    text that can be stored (no lone surrogate escapes). OSError for an unreadable file,
-    LineError for a bad line."""
+    input: a regular file (a FIFO or a device is refused, not waited on), read a line at a time
+    (`bounded_lines`), each line parsed by `parse_line`. OSError for an unreadable file, LineError
+    for a bad line."""
     fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        data = handle.read()
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_LINE_BYTES:
-            raise LineError(number, f"the line is {len(raw)} bytes; at most {MAX_LINE_BYTES} are read")
-        try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise LineError(number, f"not valid UTF-8 (byte {exc.start})") from None
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LineError(number, f"not valid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise LineError(number, "JSON nested too deeply") from None
-        try:  # JSON allows lone surrogates ("\ud800"), which no file or database can store
-            json.dumps(record, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise LineError(number, "the line holds a lone surrogate escape (\\ud800 to \\udfff), "
-                                    "which is not text") from None
-        yield number, record
+        for number, raw in bounded_lines(handle):
+            yield number, parse_line(number, raw)
 
 
 def iter_jsonl(path: str | Path, suffix: str = "") -> Iterator[tuple[int, Any]]:
