@@ -32,6 +32,29 @@ Rules of the generator (the README repeats them):
   the agent.
 - Everything is drawn from `random.Random(seed)`: the same seed writes the same suite and the
   same split; another seed gives other families, wording and data.
+
+Wording options (issue #23: worlds worded the way people write). All off by default, and then
+the suite is byte for byte what it was before they existed. They change questions only: their
+draws come from a second generator seeded by the seed (`random.Random(f"memento-world-wording:
+{seed}")`), so the families, data, answers, files, ids and split are those of the plain world of
+the same seed, and the same seed and options write the same files.
+
+- `cue_wordings` N: a family's cue is said N ways, its cue word and N - 1 paraphrases drawn from
+  `CUE_WORDINGS` (retail / in-store / shop-floor ...), one chosen per task, in both files. No
+  phrase, and no word but a few function words, belongs to two cues of one group (nor, as the
+  vocabulary is written, to two cues at all).
+- `noise` N: each task carries 0..N irrelevant fragments (who asked, for what, by when, which
+  team), each put before or after the question. Their vocabulary holds no aggregate word, no cue
+  word and no month or quarter; the same fragments turn up in unrelated families on purpose.
+- `reorder`: questions come from `FRAMES`, with the cue at the start, in the middle or at the
+  end, and one of two phrasings of the aggregate: twelve wordings per aggregate, not two.
+- `shared_words`: look-alike groups (each family, in a plain world) are paired off, and the
+  groups of a pair share a qualifier of the document and a project name ("the attached
+  provisional ... log for March (Heron project)"), so word overlap alone points at another group.
+- Each task's `metadata.wording` records what was used: the cue wording, the template, the
+  fragments and where they went, the shared words. Every question still names its aggregate with
+  words `table_skills.asked_operation` reads, and its file is attached as before.
+- `vocabulary_problems()` checks the rules of this vocabulary; the tests run it.
 """
 
 from __future__ import annotations
@@ -137,6 +160,92 @@ CONTEXTS = ("January", "February", "March", "April", "May", "June", "July", "Aug
             "November", "December", "the first quarter", "the second quarter", "the third quarter",
             "the fourth quarter")
 
+# -- wording options ---------------------------------------------------------------------------
+# Paraphrases of each cue (the cue word itself is the first wording). Within a cue group no word
+# is shared between two cues, so look-alike families never say their cue the same way.
+CUE_WORDINGS: dict[str, tuple[str, ...]] = {
+    "retail": ("in-store", "shop-floor", "storefront", "counter-sale"),
+    "wholesale": ("bulk", "bulk-lot", "cash-carry", "pallet-lot"),
+    "online": ("web", "e-commerce", "internet", "digital"),
+    "trade": ("trade-account", "B2B", "business-customer", "professional-buyer"),
+    "catalogue": ("mail-order", "catalog", "brochure", "postal"),
+    "domestic": ("home-market", "inland", "national", "nationwide"),
+    "export": ("outbound", "outgoing", "shipped-abroad", "exported"),
+    "import": ("inbound", "incoming", "foreign-sourced", "imported"),
+    "transit": ("en-route", "pass-through", "transhipment", "through-route"),
+    "bonded": ("duty-suspended", "customs-controlled", "under-bond", "duty-deferred"),
+    "northern": ("north", "northside", "north-zone", "northerly"),
+    "southern": ("south", "southside", "southerly", "deep-south"),
+    "eastern": ("east", "eastside", "easterly", "east-sector"),
+    "western": ("west", "westside", "westerly", "far-west"),
+    "coastal": ("seaside", "shoreline", "waterfront", "seaboard"),
+    "weekday": ("workday", "midweek", "mon-fri", "weekdays"),
+    "weekend": ("saturday-sunday", "sat-sun", "non-working", "leisure-days"),
+    "holiday": ("bank-holiday", "public-holiday", "festive", "vacation"),
+    "overnight": ("after-dark", "graveyard-shift", "small-hours", "nocturnal"),
+    "seasonal": ("season-bound", "harvest", "yearly-cycle", "period-specific"),
+    "morning": ("dawn", "daybreak", "sunrise", "breakfast-time"),
+    "evening": ("dusk", "twilight", "sundown", "teatime"),
+    "afternoon": ("post-lunch", "late-day", "siesta", "mid-afternoon"),
+    "night": ("nighttime", "midnight", "nightly", "moonlit"),
+    "midday": ("noon", "noontime", "meridian", "noonday"),
+    "primary": ("main", "principal", "lead", "chief"),
+    "secondary": ("subsidiary", "supporting", "next-tier", "subordinate"),
+    "backup": ("standby", "fallback", "failover", "spare"),
+    "auxiliary": ("ancillary", "supplementary", "helper", "assist"),
+    "reserve": ("reserved", "contingency", "stockpile", "set-aside"),
+    "regional": ("area-wide", "province-level", "provincial", "territory"),
+    "central": ("head-office", "headquarters", "core", "hub"),
+    "local": ("neighbourhood", "nearby", "community", "hometown"),
+    "district": ("borough", "ward", "precinct", "county"),
+    "metro": ("metropolitan", "city", "urban", "downtown"),
+    "internal": ("in-house", "intra-company", "insourced", "self-run"),
+    "external": ("outside", "arms-length", "outsourced", "offsite"),
+    "partner": ("affiliate", "alliance", "joint-venture", "co-branded"),
+    "vendor": ("seller", "merchant", "provider", "distributor"),
+    "contract": ("contracted", "freelance", "agency", "fixed-term"),
+}
+# Function words a cue wording may share with other text.
+FUNCTION_WORDS = frozenset({"a", "an", "and", "by", "for", "from", "in", "of", "on", "the", "to"})
+# `reorder` frames: {agg} is one of the aggregate's phrasings, {cue} the cue wording.
+FRAMES = {
+    "start": ("{cue} {document} for {context}: what is the {agg}?",
+              "{cue} only: what is the {agg} in the attached {document} for {context}?"),
+    "middle": ("What is the {agg} in the attached {cue} {document} for {context}?",
+               "For {context}, what is the {agg} across the {cue} entries of the attached {document}?"),
+    "end": ("What is the {agg} in the attached {document} for {context}, {cue} side only?",
+            "Using the attached {document} for {context}, give the {agg} of the {cue} records."),
+}
+AGGREGATE_PHRASES = {"sum": ("total {quantity}", "sum of the {quantity}"),
+                     "mean": ("average {quantity}", "mean {quantity}"),
+                     "maximum": ("largest {quantity}", "highest {quantity}"),
+                     "minimum": ("smallest {quantity}", "lowest {quantity}"),
+                     "range": ("spread of the {quantity}", "range of the {quantity}")}
+# Words that name an aggregate, the planner's and their kin: no noise fragment, cue wording or
+# shared word may hold one.
+AGGREGATE_WORDS = frozenset({"total", "totals", "sum", "sums", "add", "altogether", "combined", "overall", "average",
+                             "mean", "median", "largest", "highest", "biggest", "max", "maximum", "peak", "top",
+                             "smallest", "lowest", "least", "min", "minimum", "spread", "range", "extremes", "count"})
+NOISE_FRAGMENTS = ("{person} from {team} needs this for {purpose}.", "This is for {purpose}.",
+                   "Needed {deadline}, please.", "Request from the {team} team.", "{person} asked for it {deadline}.",
+                   "Background: {team} is preparing {purpose}.", "Copying {person}, who owns {purpose}.",
+                   "No rush, but {deadline} would help.")
+NOISE_WORDS = {
+    "person": ("Priya", "Tomasz", "Amara", "Jonas", "Keiko", "Mateo", "Ines", "Olu", "Sven", "Leila", "Ravi", "Hanna"),
+    "team": ("audit", "finance", "procurement", "legal", "strategy", "facilities", "analytics", "risk", "treasury"),
+    "purpose": ("the compliance review", "a slide for the board", "the budget meeting", "the investor update",
+                "a client call", "the planning workshop", "the audit file", "an insurance claim", "the tender pack",
+                "a press briefing"),
+    "deadline": ("by Friday", "by Thursday", "today", "by tomorrow", "before the stand-up", "by end of play",
+                 "on Tuesday"),
+}
+MAX_NOISE = 4
+# `shared_words`: a qualifier of the document and a project name, each given to a pair of groups.
+SHARED_TAGS = ("provisional", "revised", "draft", "unaudited", "restated", "certified", "preliminary", "corrected",
+               "archived", "interim", "amended", "reconciled")
+SHARED_PROJECTS = ("Heron", "Atlas", "Kestrel", "Orion", "Juniper", "Cobalt", "Lantern", "Willow", "Granite", "Falcon",
+                   "Saffron", "Tundra")
+
 
 class WorldError(ValueError):
     """The world cannot be made as asked; the message says what to change."""
@@ -165,6 +274,23 @@ class WorldTask:
     id: str = ""
     answer: list[str] = field(default_factory=list)
     file: str = ""
+    context: str = ""
+    template: str = ""
+    wording: dict[str, Any] | None = None  # what the wording options chose; None without them
+
+
+@dataclass(frozen=True)
+class Wording:
+    """The wording options (see the module docstring); the defaults word a world as before them."""
+
+    cue_wordings: int = 1
+    noise: int = 0
+    reorder: bool = False
+    shared_words: bool = False
+
+    @property
+    def plain(self) -> bool:
+        return self == Wording()
 
 
 def make_families(rng: random.Random, families: int, choices: int, misleading: bool, group_size: int = 2) -> list[Family]:
@@ -278,18 +404,114 @@ def accepted_answers(tool_output: str) -> list[str]:
     return [tool_output] if short == tool_output else [tool_output, short]
 
 
-def _questions(rng: random.Random, family: Family, count: int, contexts: list[str]) -> list[str]:
-    """`count` questions of a family, cycling through `contexts` (each named once per cycle)."""
-    return [rng.choice(family.templates).format(quantity=family.domain.quantity, context=contexts[i % len(contexts)],
-                                                document=f"{family.cue} {family.domain.document}")
-            for i in range(count)]
+def _questions(rng: random.Random, family: Family, count: int, contexts: list[str], split: str) -> list[WorldTask]:
+    """`count` tasks of a family, cycling through `contexts` (each named once per cycle)."""
+    out = []
+    for i in range(count):
+        template, context = rng.choice(family.templates), contexts[i % len(contexts)]
+        question = template.format(quantity=family.domain.quantity, context=context,
+                                   document=f"{family.cue} {family.domain.document}")
+        out.append(WorldTask(family, question, [], split, context=context, template=template))
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def vocabulary_problems() -> list[str]:
+    """What breaks the rules of the wording vocabulary (empty when nothing does): cue wordings
+    distinct between the cues of a group, and no aggregate, cue, month or quarter word where it
+    would mislead the planner or leak a family."""
+    problems = []
+    cue_words: dict[str, str] = {}
+    context_words = _words(" ".join(CONTEXTS)) - FUNCTION_WORDS
+    for group in CUE_GROUPS:
+        for cue in group:
+            wordings = (cue, *CUE_WORDINGS.get(cue, ()))
+            if len(set(wordings)) < 5:
+                problems.append(f"cue {cue!r} needs 4 distinct paraphrases")
+            for phrase in wordings:
+                if tables.asked_operation(phrase) or _words(phrase) & (AGGREGATE_WORDS | context_words):
+                    problems.append(f"cue wording {phrase!r} holds an aggregate, month or quarter word")
+                for word in _words(phrase) - FUNCTION_WORDS:
+                    if cue_words.setdefault(word, cue) != cue:
+                        problems.append(f"the word {word!r} belongs to cues {cue_words[word]!r} and {cue!r}")
+    if set(CUE_WORDINGS) != {cue for group in CUE_GROUPS for cue in group}:
+        problems.append("CUE_WORDINGS must give paraphrases for the cues of CUE_GROUPS, and only for them")
+    noise = list(NOISE_FRAGMENTS) + [w for words in NOISE_WORDS.values() for w in words]
+    shared = list(SHARED_TAGS) + list(SHARED_PROJECTS)
+    frames = [frame.format(agg="", cue="", document="", context="") for frames in FRAMES.values() for frame in frames]
+    for kind, texts in (("noise", noise), ("shared word", shared), ("frame", frames)):
+        for text in texts:
+            bad = _words(text) & (AGGREGATE_WORDS | set(cue_words) | context_words)
+            if bad or tables.asked_operation(text):
+                problems.append(f"{kind} {text!r} holds an aggregate, cue, month or quarter word: {sorted(bad)}")
+    for operation, phrases in AGGREGATE_PHRASES.items():
+        problems += [f"{phrase!r} does not read as {operation}" for phrase in phrases
+                     if tables.asked_operation(phrase) != operation]
+    groups = 2 * len(DOMAINS)  # a plain world's families, each its own group
+    if min(len(SHARED_TAGS), len(SHARED_PROJECTS)) < groups // 2:
+        problems.append(f"shared words: {groups // 2} pairs of groups need as many tags and projects")
+    return problems
+
+
+def _shared_words(rng: random.Random, families: list[Family]) -> dict[str, tuple[str, str]]:
+    """Pair off the groups (each family, in a plain world; the last three together when their
+    number is odd) and give each pair a tag and a project: family id -> (tag, project)."""
+    groups = list(dict.fromkeys(family.group or family.id for family in families))
+    rng.shuffle(groups)
+    pairs = [groups[i:i + 2] for i in range(0, len(groups), 2)]
+    if len(pairs) > 1 and len(pairs[-1]) == 1:
+        last = pairs.pop()
+        pairs[-1] += last
+    tags, projects = rng.sample(SHARED_TAGS, len(pairs)), rng.sample(SHARED_PROJECTS, len(pairs))
+    given = {group: (tags[i], projects[i]) for i, pair in enumerate(pairs) for group in pair}
+    return {family.id: given[family.group or family.id] for family in families}
+
+
+def _reword(rng: random.Random, families: list[Family], splits: dict[str, list[WorldTask]], wording: Wording) -> None:
+    """Word every task again with the wording options, drawing from `rng` (not the data's generator)."""
+    cues = {family.id: [family.cue, *rng.sample(CUE_WORDINGS[family.cue], wording.cue_wordings - 1)]
+            for family in families}
+    shared = _shared_words(rng, families) if wording.shared_words else {}
+    for split in ("train", "test"):
+        for task in splits[split]:
+            family = task.family
+            cue = rng.choice(cues[family.id])
+            tag, project = shared.get(family.id, (None, None))
+            document = f"{tag} {family.domain.document}" if tag else family.domain.document
+            context = f"{task.context} ({project} project)" if project else task.context
+            if wording.reorder:
+                position = rng.choice(tuple(FRAMES))
+                number = rng.randrange(len(FRAMES[position]))
+                phrase = rng.choice(AGGREGATE_PHRASES[family.operation])
+                question = FRAMES[position][number].format(
+                    agg=phrase.format(quantity=family.domain.quantity), cue=cue, document=document, context=context)
+                question = question[0].upper() + question[1:]
+                template = f"{position}-{number + 1}"
+            else:
+                question = task.template.format(quantity=family.domain.quantity, context=context,
+                                                document=f"{tag} {cue} {family.domain.document}" if tag
+                                                else f"{cue} {family.domain.document}")
+                template = f"middle-t{TEMPLATES[family.operation].index(task.template) + 1}"
+            fragments = []
+            for text in rng.sample(NOISE_FRAGMENTS, rng.randint(0, wording.noise)):
+                filled = text.format(**{slot: rng.choice(words) for slot, words in NOISE_WORDS.items()})
+                fragments.append({"text": filled[0].upper() + filled[1:], "position": rng.choice(("before", "after"))})
+            task.question = " ".join([f["text"] for f in fragments if f["position"] == "before"] + [question]
+                                     + [f["text"] for f in fragments if f["position"] == "after"])
+            task.wording = {"cue": cue, "cue_wordings": cues[family.id], "template": template, "fragments": fragments,
+                            "shared": [tag, project] if tag else []}
 
 
 def make_world(seed: int, out: str | Path, families: int = 9, tasks: int = 16, choices: int = 5,
                misleading: bool = False, group_size: int = 3, test_out: str | Path | None = None,
-               test_tasks: int | None = None) -> dict[str, Any]:
+               test_tasks: int | None = None, cue_wordings: int = 1, noise: int = 0, reorder: bool = False,
+               shared_words: bool = False) -> dict[str, Any]:
     """Write the suite to `out` (JSONL) and its files to `<stem>_files/` beside it, and with
-    `test_out` a test suite the same way; return a report."""
+    `test_out` a test suite the same way; return a report. The wording options (`cue_wordings`,
+    `noise`, `reorder`, `shared_words`; see the module docstring) change the questions only."""
     from memento.mcp_servers.client import Toolbox
 
     if not 1 <= families <= 2 * len(DOMAINS):
@@ -303,6 +525,12 @@ def make_world(seed: int, out: str | Path, families: int = 9, tasks: int = 16, c
                          f"group needs its own right column; got {group_size}")
     if misleading and families // group_size > len(CUE_GROUPS):
         raise WorldError(f"--families {families}: at most {len(CUE_GROUPS)} look-alike groups can be made")
+    most = 1 + min(map(len, CUE_WORDINGS.values()))
+    if not 1 <= cue_wordings <= most:
+        raise WorldError(f"--cue-wordings must be between 1 and {most}, got {cue_wordings}")
+    if not 0 <= noise <= MAX_NOISE:
+        raise WorldError(f"--noise must be between 0 and {MAX_NOISE}, got {noise}")
+    wording = Wording(cue_wordings, noise, bool(reorder), bool(shared_words))
     targets = [_target(out, "--out")]
     if test_out is not None:
         test_tasks = tasks // 2 if test_tasks is None else test_tasks
@@ -324,9 +552,11 @@ def make_world(seed: int, out: str | Path, families: int = 9, tasks: int = 16, c
         held = min(len(CONTEXTS) - 1, max(1, round(len(CONTEXTS) * test_tasks / tasks))) if test_tasks else 0
         for split, count, named in (("train", tasks - test_tasks, contexts[:len(CONTEXTS) - held]),
                                     ("test", test_tasks, contexts[len(CONTEXTS) - held:])):
-            splits[split] += [WorldTask(family, q, [], split) for q in _questions(rng, family, count, named)]
+            splits[split] += _questions(rng, family, count, named, split)
     for world in splits.values():
         rng.shuffle(world)
+    if not wording.plain:
+        _reword(random.Random(f"memento-world-wording:{seed}"), family_list, splits, wording)
 
     written: list[dict[str, Any]] = []
     staged: list[tuple[Path, Path, Path, Path]] = []
@@ -363,6 +593,9 @@ def make_world(seed: int, out: str | Path, families: int = 9, tasks: int = 16, c
               "out": written[0]["out"], "files": written[0]["files"]}
     if test_out is not None:
         report.update({"test_tasks": len(splits["test"]), "test_out": written[1]["out"], "test_files": written[1]["files"]})
+    if not wording.plain:
+        report["wording"] = {"cue_wordings": cue_wordings, "noise": noise, "reorder": wording.reorder,
+                             "shared_words": wording.shared_words}
     return report
 
 
@@ -394,7 +627,7 @@ def _draw_data(rng: random.Random, toolbox: Any, task: WorldTask, path: Path) ->
 def _task_line(task: WorldTask, folder: str) -> dict[str, Any]:
     family = task.family
     relative = f"{folder}/{task.file}"
-    return {
+    line = {
         "id": task.id, "question": task.question, "answer": task.answer, "files": [relative],
         "metadata": {
             "family": family.id, "group": family.group, "lookalikes": family.lookalikes, "split": task.split,
@@ -403,4 +636,7 @@ def _task_line(task: WorldTask, folder: str) -> dict[str, Any]:
             "plausible": family.plausible, "procedure": tables.procedure(relative, family.column, family.operation),
         },
     }
+    if task.wording is not None:
+        line["metadata"]["wording"] = task.wording
+    return line
 

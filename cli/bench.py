@@ -69,6 +69,17 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                             "quarters the family's training tasks never name")
     world.add_argument("--test-tasks", type=int, metavar="N",
                        help="tasks per family that go to the test file (default: half of --tasks)")
+    world.add_argument("--cue-wordings", type=int, default=1, metavar="N",
+                       help="say each family's cue N ways (synonyms such as retail / in-store / shop-floor), one "
+                            "drawn per task (1 to 5; default 1: one cue word)")
+    world.add_argument("--noise", type=int, default=0, metavar="N",
+                       help="give each task 0 to N irrelevant fragments (who asked, for what, by when) before or "
+                            "after its question (0 to 4; default 0)")
+    world.add_argument("--reorder", action="store_true",
+                       help="word questions from more templates, with the cue at the start, in the middle or at the end")
+    world.add_argument("--shared-words", action="store_true",
+                       help="pair off the look-alike groups and give each pair shared words (a document qualifier "
+                            "and a project name), so word overlap alone misleads")
     world.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -91,7 +102,8 @@ def _make_world(args: argparse.Namespace) -> int:
     try:
         report = make_world(args.seed, args.out, families=args.families, tasks=args.tasks, choices=args.choices,
                             misleading=args.misleading, group_size=args.group_size, test_out=args.test_out,
-                            test_tasks=args.test_tasks)
+                            test_tasks=args.test_tasks, cue_wordings=args.cue_wordings, noise=args.noise,
+                            reorder=args.reorder, shared_words=args.shared_words)
     except WorldError as exc:
         raise ConfigError(str(exc)) from None
     if args.json:
@@ -103,6 +115,8 @@ def _make_world(args: argparse.Namespace) -> int:
         if "test_out" in report:
             print(f"wrote {report['test_tasks']} test tasks of the same families to {report['test_out']}; files in "
                   f"{report['test_files']}")
+        if "wording" in report:
+            print("wording: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in report["wording"].items()))
     return 0
 
 
