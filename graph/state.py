@@ -46,6 +46,9 @@ class OutputState(TypedDict):
     """(task, case, reward) transitions the run recorded in the learning log (0: none, or learning off)."""
     retriever_version: int | None
     """Parametric retrieval: the version of the learner's weights the run ranked its cases with."""
+    ranking: str | None
+    """Parametric retrieval: `learned` when the Q-retriever ordered the shown cases, `similarity` while
+    it has not yet beaten the similarity order on runs it had not learned from (the fallback)."""
 
 
 class State(InputState, OutputState):

@@ -22,7 +22,8 @@ import zlib
 import numpy as np
 
 BUCKETS = 1 << 14
-WIDTH = 64  # words of the symmetric difference kept per pair (the smallest hashes, when more)
+DIFFERENCE_WIDTH = 64  # words of the symmetric difference kept per pair (the smallest hashes, when more)
+WIDTH = 256  # ids per pair in all: the outcome, the difference, then (task word, plan word) pairs
 PAD = BUCKETS  # the index of the all-zero padding row
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -38,21 +39,47 @@ def _bucket(word: str, success: bool = True) -> int:
 OUTCOME = "\x00outcome"  # not a word (\\w+ never yields a NUL): the per-outcome bias
 
 
-def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str], success: bool = True) -> np.ndarray:
+PAIR = "\x01"  # joins a task word and a plan word into one feature (\\w+ never yields it)
+
+
+def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str], success: bool = True,
+                 plan: str | frozenset[str] | None = None) -> np.ndarray:
     """The outcome's bias id, then the hashed words in one text and not the other (with the
-    case's outcome), as WIDTH int32 ids padded with PAD."""
+    case's outcome), then, given the case's `plan`, the hashed pairs (a word of the task, a word of
+    the plan the task does not hold), as WIDTH int32 ids padded with PAD.
+
+    The pairs are what carries over between wordings: "tasks that say w succeeded (or failed) with
+    plans that say v". Two tasks of one kind worded differently differ in their words as
+    look-alikes do, so the difference alone cannot tell them apart; which plan worked for which
+    words can, and an irrelevant word pairs with every plan alike. When there are more pairs than
+    room, those with the smallest hashes are kept (the same pairs for every case)."""
     a = words(task) if isinstance(task, str) else task
     b = words(case) if isinstance(case, str) else case
-    ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:WIDTH - 1]
+    ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:DIFFERENCE_WIDTH - 1]
+    if plan is not None:
+        steps = (words(plan) if isinstance(plan, str) else plan) - a
+        ids += sorted({_bucket(f"{w}{PAIR}{v}", success) for w in a for v in steps})[:WIDTH - len(ids)]
     out = np.full(WIDTH, PAD, np.int32)
     out[:len(ids)] = ids
     return out
 
 
-def mismatch_matrix(task: str, cases: list[str], successes: list[bool] | None = None) -> np.ndarray:
-    """`mismatch_ids` of one task against each case (successes by default): shape (len(cases), WIDTH)."""
+def mismatch_matrix(task: str, cases: list[str], successes: list[bool] | None = None,
+                    plans: list[str] | None = None) -> np.ndarray:
+    """`mismatch_ids` of one task against each case (successes by default; with `plans`, the
+    task-word and plan-word pairs too): shape (len(cases), WIDTH)."""
     if not cases:
         return np.full((0, WIDTH), PAD, np.int32)
     mine = words(task)
     outcomes = successes if successes is not None else [True] * len(cases)
-    return np.stack([mismatch_ids(mine, case, ok) for case, ok in zip(cases, outcomes)])
+    steps = plans if plans is not None else [None] * len(cases)
+    return np.stack([mismatch_ids(mine, case, ok, plan) for case, ok, plan in zip(cases, outcomes, steps)])
+
+
+def widened(ids: np.ndarray) -> np.ndarray:
+    """Rows of ids recorded narrower than WIDTH (by an earlier version), padded to WIDTH."""
+    ids = np.asarray(ids, np.int32)
+    if ids.shape[-1] >= WIDTH:
+        return ids[..., :WIDTH]
+    pad = np.full((*ids.shape[:-1], WIDTH - ids.shape[-1]), PAD, np.int32)
+    return np.concatenate([ids, pad], axis=-1)

@@ -30,13 +30,17 @@ from torch import nn
 
 from memento.graph.errors import InputError
 from memento.memory.device import resolve_device
-from memento.memory.lexical import BUCKETS, PAD, WIDTH
+from memento.memory.lexical import BUCKETS, PAD, WIDTH, widened
 
 _RNG_LOCK = threading.RLock()
 # 2: the similarity prior (kappa, midpoint) and the cosine features; 3: the lexical term, the
 # fixed prior online, episodes in the replay buffer
 FORMAT_VERSION = 3
 MAX_PER_EPISODE = 64
+# The fallback to similarity: each recorded run's evidence weighs this much less after every later
+# run, and the learned ranking is used once it has won this many more (decayed) disagreements.
+GATE_DECAY = 0.97
+GATE_MARGIN = 2.0
 
 
 class RetrieverError(InputError, RuntimeError):
@@ -57,6 +61,7 @@ class RetrieverSettings:
     target_sync: int = 25
     seed: int = 0
     lexical: bool = True  # the hashed word-mismatch term
+    plan_pairs: bool = True  # in it, the hashed pairs (a word of the task, a word of the case's plan)
     pairwise: float = 1.0  # weight of the within-run ranking loss (0: pointwise BCE only)
     prior_lr: float = 0.0  # learning rate of the similarity prior's kappa and midpoint (0: fixed)
     lexical_lr: float = 0.05  # learning rate of the word weights: sparse, each seen in few runs
@@ -236,6 +241,9 @@ class QRetriever:
         self.episodes: list[str] = []  # recent episode ids, so a replayed run is not learned twice
         self.rng = np.random.default_rng(self.settings.seed)
         self.lock = threading.RLock()
+        # Decayed counts of the disagreements between the learned and the similarity order that each
+        # got right, on runs not yet trained on (`check_ranking`): [learned, similarity].
+        self.gate = [0.0, 0.0]
 
     @contextmanager
     def own_rng(self) -> Iterator[None]:
@@ -281,6 +289,31 @@ class QRetriever:
             scores = drawn
         return np.argsort(-scores, kind="stable")[:k]
 
+    @property
+    def ahead(self) -> bool:
+        """Whether the learned ranking has been more often right than similarity's on held-out runs:
+        until it is, retrieval keeps the similarity order (the learner knows when it does not know)."""
+        return self.trained and self.gate[0] - self.gate[1] >= GATE_MARGIN
+
+    def check_ranking(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, rewards: np.ndarray,
+                      mismatch: np.ndarray | None = None) -> tuple[int, int]:
+        """A held-out test of the learned order against similarity's on one run, before it is trained
+        on: among the run's credited cases whose rewards differ, each pair the two orders rank
+        differently counts for whichever put the better case first. Returns (learned, similarity)
+        wins on this run; the decayed totals decide `ahead`."""
+        rewards = np.asarray(rewards, np.float64)
+        won = [0, 0]
+        if self.trained and len(rewards) > 1 and np.ptp(rewards) > 0:
+            q = self.q_values(task, case_tasks, case_plans, mismatch).astype(np.float64)
+            similarity = np.asarray(case_tasks, np.float64) @ np.asarray(task, np.float64)
+            better = rewards[:, None] > rewards[None, :] + 1e-6
+            learned_right = (q[:, None] > q[None, :]) & better
+            similarity_right = (similarity[:, None] > similarity[None, :]) & better
+            won = [int((learned_right & ~similarity_right).sum()), int((similarity_right & ~learned_right).sum())]
+        with self.lock:
+            self.gate = [GATE_DECAY * self.gate[0] + won[0], GATE_DECAY * self.gate[1] + won[1]]
+        return won[0], won[1]
+
     def q_values(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray,
                  mismatch: np.ndarray | None = None) -> np.ndarray:
         """Q for one task against n cases: a float array of shape (n,). `mismatch` holds each
@@ -296,7 +329,8 @@ class QRetriever:
         with self.lock, torch.inference_mode():
             self.network.eval()
             logits = self.network(_tensor(tasks, self.device), _tensor(case_tasks, self.device),
-                                  _tensor(case_plans, self.device), _ids(mismatch, self.device))
+                                  _tensor(case_plans, self.device),
+                                  _ids(None if mismatch is None else widened(mismatch), self.device))
             return torch.sigmoid(logits).float().cpu().numpy()
 
     def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float | np.ndarray,
@@ -322,7 +356,7 @@ class QRetriever:
                 return 0
             weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)[:n]
             rewards = np.broadcast_to(np.asarray(reward, np.float32), (len(case_tasks),))[:n]
-            mismatch = np.full((n, WIDTH), PAD, np.int32) if mismatch is None else np.asarray(mismatch, np.int32)[:n]
+            mismatch = np.full((n, WIDTH), PAD, np.int32) if mismatch is None else widened(mismatch)[:n]
             self.last_episode = self.buffer.add(task, case_tasks[:n], case_plans[:n], rewards, weights, mismatch,
                                                 self.episode_count)
             self.episode_count += 1
@@ -407,7 +441,7 @@ class QRetriever:
             "buffer": {"size": self.buffer.size, "cursor": self.buffer.cursor, "next_width": self.buffer.next_width,
                        "arrays": {k: torch.from_numpy(v[:self.buffer.size].copy()) for k, v in self.buffer.arrays.items()}},
             "last_episode": list(self.last_episode), "episodes": list(self.episodes), "rng": self.rng.bit_generator.state,
-            "torch_rng": self._cpu_rng.clone(),
+            "torch_rng": self._cpu_rng.clone(), "gate": list(self.gate),
         }
 
     def save(self, path: str | Path) -> None:
@@ -477,7 +511,8 @@ class QRetriever:
         retriever.episode_count = state.get("episode_count", state["buffer"]["size"])
         saved = state["buffer"]
         for key, values in saved["arrays"].items():
-            retriever.buffer.arrays[key][:len(values)] = values.numpy()
+            # the word ids of an earlier version are narrower: padded
+            retriever.buffer.arrays[key][:len(values)] = widened(values.numpy()) if key == "mismatch" else values.numpy()
         retriever.buffer.size, retriever.buffer.cursor = saved["size"], saved["cursor"]
         if upgrading:  # each old transition its own run
             retriever.buffer.arrays["episode"][:saved["size"]] = np.arange(saved["size"])
@@ -485,5 +520,10 @@ class QRetriever:
         retriever.episodes = state["episodes"]
         retriever.rng.bit_generator.state = state["rng"]
         retriever._cpu_rng = state["torch_rng"]
+        gate = state.get("gate")
+        retriever.gate = ([float(g) for g in gate] if isinstance(gate, (list, tuple)) and len(gate) == 2
+                          # an earlier checkpoint, offline-trained or learned before the check existed:
+                          # its ranking is used, as it was then
+                          else [GATE_MARGIN, 0.0])
         return retriever
 

@@ -42,7 +42,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "case_id": str(uuid.uuid4()), "cases_used": [], "plan": [], "plans": [],
         "results": [], "next_subtask": 0, "cycle": 0, "planner_notes": [], "final_answer": None,
         "reward": None, "score": None, "error": None, "case_written": False, "cited_cases": [],
-        "abandoned_cases": [], "plan_review": False, "plan_rejected": False, "review_feedback": [],
+        "abandoned_cases": [], "plan_review": False, "plan_rejected": False, "review_feedback": [], "ranking": None,
         "case_discarded": False, "run_approval": policy_dict(ctx.policy), "transitions": 0,
         "retriever_version": None,
     }
@@ -63,9 +63,12 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         cases = select_cases(ctx, state["task"], runtime.store)
     update["cases_used"] = [bounded_case(case, ctx.case_field_chars) for case in cases]
     if ctx.retrieval_mode == "parametric":
-        update["retriever_version"] = retriever_for(ctx).version
+        retriever = retriever_for(ctx)
+        update["retriever_version"] = retriever.version
+        update["ranking"] = "learned" if retriever.ahead else "similarity"
     get_stream_writer()({"event": "cases_retrieved", "count": len(cases), "mode": ctx.retrieval_mode,
-                         "successes": sum(case.success for case in cases)})
+                         "successes": sum(case.success for case in cases),
+                         **({"ranking": update["ranking"]} if update["ranking"] else {})})
     return update
 
 
@@ -125,10 +128,12 @@ def select_for_query(ctx: Context, bank: Any, task: str, query: np.ndarray) -> l
     if mode == "utility":
         return _by_utility(ctx, cases[:ctx.utility_candidates])
     retriever = current_retriever(ctx, bank)  # the newest version the learner published
-    mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases])
+    mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases],
+                                [c.plan_text() for c in cases] if retriever.settings.plan_pairs else None)
                 if retriever.settings.lexical else None)
     q = retriever.q_values(query, found.task_embeddings[keep], found.plan_embeddings[keep], mismatch)
-    # An untrained network has nothing to add: until its first update, keep the similarity order.
+    # An untrained network has nothing to add, and one that has not beaten similarity on runs it had
+    # not yet learned from may not know yet: until then, keep the similarity order.
     order = (retriever.choose(q, ctx.top_k, ctx.retrieval_temperature, task, pool=2 * ctx.top_k)
-             if retriever.trained else np.arange(len(q)))
+             if retriever.ahead else np.arange(len(q)))
     return [cases[i].model_copy(update={"q": round(float(q[i]), 4)}) for i in order[:ctx.top_k]]

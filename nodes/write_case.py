@@ -196,7 +196,9 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     weights = retriever.selection_weights(np.asarray(q)).tolist() if ids and None not in q and not by_citation else None
     with_next = retriever.settings.discount > 0 and by_citation  # the next state is every case shown
     mismatch = mismatch_matrix(case.task, [shown[i]["task"] for i in ids],
-                               [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids])
+                               [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids],
+                               ["\n".join(shown[i].get("plan") or []) or shown[i]["task"] for i in ids]
+                               if retriever.settings.plan_pairs else None)
     payload = {"task_id": case.id, "ids": ids, "rewards": [reward_of[i] for i in ids], "weights": weights,
                "mismatch": np.asarray(mismatch).tolist(), "steps": ctx.retriever_steps,
                "shown": [c["id"] for c in cases_used] if with_next else None,

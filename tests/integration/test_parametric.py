@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from memento.memory.case import Case
-from memento.memory.q_retriever import QRetriever
+from memento.memory.q_retriever import GATE_MARGIN, QRetriever
 from memento.memory.resources import case_bank_for, retriever_for
 from tests.conftest import run
 
@@ -28,10 +28,16 @@ def test_parametric_run_reranks_learns_online_and_persists(graph, ctx):
     assert restarted.updates == 5 and restarted.buffer.size == 4
     assert ctx.retriever_checkpoint().parent == ctx.resolved_data_dir()
 
+    # Trained, but not yet ahead of similarity on runs it had not learned from: similarity's order.
     second = run(graph, ctx, "What is 5 * 8 + 2?", thread="t2", ground_truth="42")
-    qs = [c["q"] for c in second["cases_used"]]
-    assert qs == sorted(qs, reverse=True)  # trained now: ranked by Q, best first
+    assert second["ranking"] == "similarity" and not retriever.ahead
+    sims = [c["similarity"] for c in second["cases_used"]]
+    assert sims == sorted(sims, reverse=True)
     assert retriever.updates == 10 and retriever.buffer.size == 8
+    retriever.gate = [GATE_MARGIN, 0.0]  # as if it had won that many held-out disagreements
+    third = run(graph, ctx, "What is 4 * 9 + 3?", thread="t3", ground_truth="39")
+    qs = [c["q"] for c in third["cases_used"]]
+    assert third["ranking"] == "learned" and qs == sorted(qs, reverse=True)  # ranked by Q, best first
 
 
 def test_per_query_work_is_bounded_by_the_candidates(graph, ctx, monkeypatch):
