@@ -439,7 +439,7 @@ class Benchmark:
             "cycles": len(values.get("plans") or []), "plan": (values.get("plans") or [[]])[-1],
             "cases_used": [{"id": c["id"], "reward": c["reward"], "similarity": c.get("similarity"), "q": c.get("q"),
                             "utility": c.get("utility")} for c in values.get("cases_used") or []],
-            "cited": values.get("cited_cases") or [],
+            "cited": values.get("cited_cases") or [], "ranking": values.get("ranking"),
             "case_id": values.get("case_id"), "error": error, "wall_s": round(wall, 3), "resumed": resumed,
             "thread_id": thread_id, "metadata": task.metadata,
         }

@@ -157,11 +157,20 @@ def summarise(records: list[dict[str, Any]], arm_keys: list[str], iterations: in
             table.setdefault(bank, {})[mode] = round(sum(float(r["exact_match"]) for r in got) / len(got), 4)
         summary["cross_accuracy"] = table
         summary["cross_iteration"] = max(r["iteration"] for rs in cross.values() for r in rs)
+    learned = {phase: {key: [_share_learned(by.get((phase, key, it), [])) for it in range(1, iterations + 1)]
+                        for key in arm_keys if key.split("@")[0] == "parametric"} for phase in ("train", "test")}
+    if any(learned.values()):
+        summary["learned_ranking"] = learned  # the fallback's decisions: share of runs the learned order ranked
     if shares := source_shares(records, arm_keys, iterations):
         summary["shown_sources"] = shares
     if run_stats:
         summary["run"] = run_stats
     return summary
+
+
+def _share_learned(records: list[dict[str, Any]]) -> float | None:
+    ranked = [r for r in records if r.get("ranking")]
+    return round(sum(r["ranking"] == "learned" for r in ranked) / len(ranked), 4) if ranked else None
 
 
 def _pct(value: float | None) -> str:
