@@ -299,27 +299,18 @@ class QRetriever:
                       mismatch: np.ndarray | None = None) -> tuple[int, int]:
         """A held-out test of the learned order against similarity's on one run, before it is trained
         on: among the run's credited cases whose rewards differ, each pair the two orders rank
-        differently counts one for whichever put the better case first; and the difference in log
-        loss on the run's rewards between the similarity prior and the learned Q counts for the one
-        that predicted them better. Returns this run's (learned, similarity) evidence; the decayed
-        totals decide `ahead`."""
+        differently counts one for whichever put the better case first. (Only the order counts: the
+        ranking loss leaves Q uncalibrated, so a log loss would compare the wrong thing.) Returns this
+        run's (learned, similarity) wins; the decayed totals decide `ahead`."""
         rewards = np.asarray(rewards, np.float64)
         won = [0.0, 0.0]
-        if self.trained and len(rewards):
-            q = np.clip(self.q_values(task, case_tasks, case_plans, mismatch).astype(np.float64), 1e-4, 1 - 1e-4)
+        if self.trained and len(rewards) > 1 and np.ptp(rewards) > 0:
+            q = self.q_values(task, case_tasks, case_plans, mismatch).astype(np.float64)
             similarity = np.asarray(case_tasks, np.float64) @ np.asarray(task, np.float64)
             better = rewards[:, None] > rewards[None, :] + 1e-6
             learned_right = (q[:, None] > q[None, :]) & better
             similarity_right = (similarity[:, None] > similarity[None, :]) & better
             won = [float((learned_right & ~similarity_right).sum()), float((similarity_right & ~learned_right).sum())]
-            # Every label counts too: how much better (in nats) the learned Q predicts this run's rewards
-            # than the similarity prior alone, which is what an untrained network predicts.
-            with torch.no_grad():
-                kappa, midpoint = float(self.network.kappa), float(self.network.midpoint)
-            prior = np.clip(1 / (1 + np.exp(-kappa * (similarity - midpoint))), 1e-4, 1 - 1e-4)
-            loss = lambda p: -(rewards * np.log(p) + (1 - rewards) * np.log1p(-p)).sum()  # noqa: E731
-            gain = float(loss(prior) - loss(q))
-            won[0 if gain > 0 else 1] += abs(gain)
         with self.lock:
             self.gate = [GATE_DECAY * self.gate[0] + won[0], GATE_DECAY * self.gate[1] + won[1]]
         return won[0], won[1]

@@ -161,7 +161,12 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
     followed, and it did not work; the failures (offered to avoid) get no label, since avoiding
     them may have been right while the plan went wrong elsewhere. Cases shown but not cited say
     nothing about their use and get none. When the planner cited nothing at all, every shown case
-    carries the run's reward (the paper's rule)."""
+    carries the run's reward (the paper's rule).
+
+    In hindsight, a run that succeeded following the cases it cited also says something about the
+    successes it was offered and passed over: their way was not the one that worked, so they carry
+    0. This gives most runs a case that helped and one that did not, which is what teaches an order
+    (and what the fallback's check compares)."""
     by_id = {c["id"]: c for c in cases_used}
     final = [i for i in by_id if i in set(cited)]
     replaced = [i for i in by_id if i in set(abandoned) and i not in set(cited)]
@@ -169,6 +174,8 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
         return list(by_id), [reward] * len(by_id), False
     success = {i: by_id[i]["reward"] >= SUCCESS_THRESHOLD for i in by_id}
     labels = [(i, reward) for i in final] + [(i, 0.0) for i in replaced if success[i]]
+    if final and reward >= SUCCESS_THRESHOLD:
+        labels += [(i, 0.0) for i in by_id if success[i] and i not in final and i not in replaced]
     return [i for i, _ in labels], [r for _, r in labels], True
 
 

@@ -14,9 +14,12 @@ def test_without_citations_every_shown_case_carries_the_reward():
     assert credit(SHOWN, 1.0, [], []) == (["s1", "f1", "s2"], [1.0, 1.0, 1.0], False)
 
 
-def test_cited_cases_carry_the_reward_abandoned_ones_zero_and_uncited_ones_nothing():
+def test_cited_cases_carry_the_reward_abandoned_ones_zero_and_passed_over_successes_zero_in_hindsight():
     ids, rewards, by_citation = credit(SHOWN, 1.0, ["f1"], ["s2"])
-    assert by_citation and dict(zip(ids, rewards)) == {"f1": 1.0, "s2": 0.0}
+    assert by_citation and dict(zip(ids, rewards)) == {"f1": 1.0, "s2": 0.0, "s1": 0.0}
+    # A run that failed says nothing about the cases it passed over.
+    ids, rewards, _ = credit(SHOWN, 0.0, ["s1"], [])
+    assert dict(zip(ids, rewards)) == {"s1": 0.0}
 
 
 def test_a_replaced_plans_failures_get_no_label():

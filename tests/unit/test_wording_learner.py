@@ -58,7 +58,7 @@ def test_the_learned_order_is_used_only_once_it_beats_similarity_on_runs_not_yet
     q = retriever.q_values(task, cases, plans, words)
     assert q[1] > q[0] and not retriever.ahead  # trained, but it has not shown it yet
     won = retriever.check_ranking(task, cases, plans, [0.0, 1.0], words)
-    assert won[0] >= 1 and won[1] == 0
+    assert won == (1, 0)
     for _ in range(3):
         retriever.check_ranking(task, cases, plans, [0.0, 1.0], words)
     assert retriever.gate[0] >= GATE_MARGIN and retriever.ahead
