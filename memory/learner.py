@@ -119,6 +119,11 @@ def row_problem(payload: Any) -> str | None:
         return "utility_ids is not a list of case ids"
     if not isinstance(payload.get("trusted", True), bool) or not isinstance(payload.get("author", ""), str):
         return "trusted or author has the wrong type"
+    check = payload.get("check")
+    if check is not None:
+        problem = row_problem({"task_id": payload["task_id"], **check}) if isinstance(check, dict) else "not an object"
+        if problem:
+            return f"check: {problem}"
     return None
 
 
@@ -333,8 +338,16 @@ def _apply(retriever: Any, bank: Any, row: Recorded, drop: frozenset[str] = froz
     shown = bank.embeddings(p["shown"])[1:] if p.get("shown") else None
     mismatch = pick(p["mismatch"]) if keep else None
     with retriever.lock:
-        if keep and row.episode not in retriever.episodes:
-            retriever.check_ranking(tasks[0], case_tasks, case_plans, pick(p["rewards"]), mismatch)
+        if row.episode not in retriever.episodes:  # the held-out check, before the run is learned
+            check = p.get("check") or {}
+            ids_c, tasks_c, plans_c = bank.embeddings(check.get("ids") or [])
+            if len(ids_c) > 1:
+                at = [check["ids"].index(i) for i in ids_c]
+                retriever.check_ranking(tasks[0], tasks_c, plans_c, np.asarray([check["rewards"][k] for k in at]),
+                                        None if check.get("mismatch") is None else
+                                        np.asarray([check["mismatch"][k] for k in at]))
+            elif keep:
+                retriever.check_ranking(tasks[0], case_tasks, case_plans, pick(p["rewards"]), mismatch)
         stored = retriever.observe(tasks[0], case_tasks, case_plans, pick(p["rewards"]) if keep else np.zeros(0),
                                    pick(p["weights"]), episode=row.episode, shown=shown, mismatch=mismatch)
         if stored:

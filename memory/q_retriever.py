@@ -61,7 +61,7 @@ class RetrieverSettings:
     target_sync: int = 25
     seed: int = 0
     lexical: bool = True  # the hashed word-mismatch term
-    plan_pairs: bool = True  # in it, the hashed pairs (a word of the task, a word of the case's plan)
+    plan_pairs: bool = False  # in it, the hashed pairs (a word of the task, a word of the case's plan): measured, off
     pairwise: float = 1.0  # weight of the within-run ranking loss (0: pointwise BCE only)
     prior_lr: float = 0.0  # learning rate of the similarity prior's kappa and midpoint (0: fixed)
     lexical_lr: float = 0.05  # learning rate of the word weights: sparse, each seen in few runs

@@ -161,12 +161,7 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
     followed, and it did not work; the failures (offered to avoid) get no label, since avoiding
     them may have been right while the plan went wrong elsewhere. Cases shown but not cited say
     nothing about their use and get none. When the planner cited nothing at all, every shown case
-    carries the run's reward (the paper's rule).
-
-    In hindsight, a run that succeeded following the cases it cited also says something about the
-    successes it was offered and passed over: their way was not the one that worked, so they carry
-    0. This gives most runs a case that helped and one that did not, which is what teaches an order
-    (and what the fallback's check compares)."""
+    carries the run's reward (the paper's rule)."""
     by_id = {c["id"]: c for c in cases_used}
     final = [i for i in by_id if i in set(cited)]
     replaced = [i for i in by_id if i in set(abandoned) and i not in set(cited)]
@@ -174,9 +169,21 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
         return list(by_id), [reward] * len(by_id), False
     success = {i: by_id[i]["reward"] >= SUCCESS_THRESHOLD for i in by_id}
     labels = [(i, reward) for i in final] + [(i, 0.0) for i in replaced if success[i]]
-    if final and reward >= SUCCESS_THRESHOLD:
-        labels += [(i, 0.0) for i in by_id if success[i] and i not in final and i not in replaced]
     return [i for i, _ in labels], [r for _, r in labels], True
+
+
+def hindsight(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
+              abandoned: list[str]) -> tuple[list[str], list[float]]:
+    """The labels the fallback's check reads (not trained on): `credit`'s, and, in a run that
+    succeeded following the cases it cited, 0 for the successes it was offered and passed over
+    (their way was not the one that worked). So most runs hold a case that helped and one that did
+    not: a pair whose order the learned and the similarity ranking can be tested on."""
+    ids, rewards, by_citation = credit(cases_used, reward, cited, abandoned)
+    if by_citation and reward >= SUCCESS_THRESHOLD and any(i in set(cited) for i in ids):
+        labelled = set(ids)
+        passed = [c["id"] for c in cases_used if c["reward"] >= SUCCESS_THRESHOLD and c["id"] not in labelled]
+        ids, rewards = ids + passed, rewards + [0.0] * len(passed)
+    return ids, rewards
 
 
 def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
@@ -210,6 +217,12 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
                "mismatch": np.asarray(mismatch).tolist(), "steps": ctx.retriever_steps,
                "shown": [c["id"] for c in cases_used] if with_next else None,
                "author": access.author, "trusted": access.trusted, "utility_ids": list(own)}
+    check_ids, check_rewards = hindsight(cases_used, case.reward, cited or [], abandoned or [])
+    if len(set(check_rewards)) > 1:  # a pair to test the two orders on
+        payload["check"] = {"ids": check_ids, "rewards": check_rewards, "mismatch": mismatch_matrix(
+            case.task, [shown[i]["task"] for i in check_ids], [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in check_ids],
+            ["\n".join(shown[i].get("plan") or []) or shown[i]["task"] for i in check_ids]
+            if retriever.settings.plan_pairs else None).tolist()}
     log = learning_log(ctx, bank)
     # An untrusted run is recorded (who did what, for `retriever unlearn`) as no transitions to learn.
     recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE) if access.trusted else 0)

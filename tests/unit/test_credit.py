@@ -5,7 +5,7 @@ import torch
 from memento.memory.device import torch_threads
 from memento.nodes.planner import citations_update
 from memento.nodes.schemas import FinalAnswer, PlannerDecision
-from memento.nodes.write_case import credit
+from memento.nodes.write_case import credit, hindsight
 
 SHOWN = [{"id": "s1", "reward": 1.0}, {"id": "f1", "reward": 0.0}, {"id": "s2", "reward": 1.0}]
 
@@ -14,12 +14,17 @@ def test_without_citations_every_shown_case_carries_the_reward():
     assert credit(SHOWN, 1.0, [], []) == (["s1", "f1", "s2"], [1.0, 1.0, 1.0], False)
 
 
-def test_cited_cases_carry_the_reward_abandoned_ones_zero_and_passed_over_successes_zero_in_hindsight():
+def test_cited_cases_carry_the_reward_abandoned_ones_zero_and_uncited_ones_nothing():
     ids, rewards, by_citation = credit(SHOWN, 1.0, ["f1"], ["s2"])
-    assert by_citation and dict(zip(ids, rewards)) == {"f1": 1.0, "s2": 0.0, "s1": 0.0}
-    # A run that failed says nothing about the cases it passed over.
-    ids, rewards, _ = credit(SHOWN, 0.0, ["s1"], [])
+    assert by_citation and dict(zip(ids, rewards)) == {"f1": 1.0, "s2": 0.0}
+
+
+def test_the_fallback_check_also_reads_the_successes_a_successful_run_passed_over():
+    ids, rewards = hindsight(SHOWN, 1.0, ["f1"], ["s2"])
+    assert dict(zip(ids, rewards)) == {"f1": 1.0, "s2": 0.0, "s1": 0.0}
+    ids, rewards = hindsight(SHOWN, 0.0, ["s1"], [])  # a run that failed says nothing about the rest
     assert dict(zip(ids, rewards)) == {"s1": 0.0}
+    assert hindsight(SHOWN, 1.0, [], []) == (["s1", "f1", "s2"], [1.0, 1.0, 1.0])  # no citations: the paper's rule
 
 
 def test_a_replaced_plans_failures_get_no_label():
