@@ -40,7 +40,7 @@ MAX_PER_EPISODE = 64
 # The fallback to similarity: each recorded run's evidence weighs this much less after every later
 # run, and the learned ranking is used once it has won this many more (decayed) disagreements.
 GATE_DECAY = 0.97
-GATE_MARGIN = 2.0
+GATE_MARGIN = 1.0
 
 
 class RetrieverError(InputError, RuntimeError):
