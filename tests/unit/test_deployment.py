@@ -88,7 +88,7 @@ def test_the_image_installs_bubblewrap_and_serves_with_the_auth_settings(tmp_pat
 
     assert isinstance(auth_module.app, Starlette)
     # The build context is the folder of langgraph.json: its .dockerignore decides what goes in.
-    assert "ADD . /deps/main" in text and (ROOT / "langgraph.json").is_file()
+    assert f"ADD . /deps/{ROOT.name}" in text and (ROOT / "langgraph.json").is_file()
 
 
 def docker_ignores(patterns: list[str], path: str) -> bool:
