@@ -91,7 +91,7 @@ def _ids(values: Any) -> bool:
 def row_problem(payload: Any) -> str | None:
     """Why a learning-log row's payload cannot be learned from, or None. The log is a database other
     processes write to: a row is checked like any input before it trains anything."""
-    from memento.memory.lexical import BUCKETS, DIFFERENCE_WIDTH, WIDTH
+    from memento.memory.lexical import BUCKETS, WIDTH
 
     if not isinstance(payload, dict):
         return "its payload is not a JSON object"
@@ -107,9 +107,8 @@ def row_problem(payload: Any) -> str | None:
         return "weights is not one finite number >= 0 per id"
     mismatch = payload.get("mismatch")
     if mismatch is not None and (not isinstance(mismatch, list) or len(mismatch) != len(ids) or not all(
-            _finite(row, 0, BUCKETS) and DIFFERENCE_WIDTH <= len(row) <= WIDTH and all(isinstance(v, int) for v in row)
-            for row in mismatch)):
-        return f"mismatch is not one list of {DIFFERENCE_WIDTH} to {WIDTH} word ids per id"
+            _finite(row, 0, BUCKETS) and len(row) == WIDTH and all(isinstance(v, int) for v in row) for row in mismatch)):
+        return f"mismatch is not one list of {WIDTH} word ids per id"
     steps = payload.get("steps", 0)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_ROW_STEPS:
         return f"steps is not a whole number from 0 to {MAX_ROW_STEPS}"

@@ -22,8 +22,7 @@ import zlib
 import numpy as np
 
 BUCKETS = 1 << 14
-DIFFERENCE_WIDTH = 64  # words of the symmetric difference kept per pair (the smallest hashes, when more)
-WIDTH = 256  # ids per pair in all: the outcome, the difference, then (task word, plan word) pairs
+WIDTH = 64  # ids per pair: the outcome, the difference (the smallest hashes, when more), then plan pairs in the room left
 PAD = BUCKETS  # the index of the all-zero padding row
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -52,10 +51,12 @@ def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str], success
     plans that say v". Two tasks of one kind worded differently differ in their words as
     look-alikes do, so the difference alone cannot tell them apart; which plan worked for which
     words can, and an irrelevant word pairs with every plan alike. When there are more pairs than
-    room, those with the smallest hashes are kept (the same pairs for every case)."""
+    room (what the difference leaves of WIDTH), those with the smallest hashes are kept (the same
+    pairs for every case). The room is the release's WIDTH, so the replay buffer and every row of
+    the learning log stay as small as they were while the pairs are off (their default)."""
     a = words(task) if isinstance(task, str) else task
     b = words(case) if isinstance(case, str) else case
-    ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:DIFFERENCE_WIDTH - 1]
+    ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:WIDTH - 1]
     if plan is not None:
         steps = (words(plan) if isinstance(plan, str) else plan) - a
         ids += sorted({_bucket(f"{w}{PAIR}{v}", success) for w in a for v in steps})[:WIDTH - len(ids)]
@@ -75,11 +76,3 @@ def mismatch_matrix(task: str, cases: list[str], successes: list[bool] | None = 
     steps = plans if plans is not None else [None] * len(cases)
     return np.stack([mismatch_ids(mine, case, ok, plan) for case, ok, plan in zip(cases, outcomes, steps)])
 
-
-def widened(ids: np.ndarray) -> np.ndarray:
-    """Rows of ids recorded narrower than WIDTH (by an earlier version), padded to WIDTH."""
-    ids = np.asarray(ids, np.int32)
-    if ids.shape[-1] >= WIDTH:
-        return ids[..., :WIDTH]
-    pad = np.full((*ids.shape[:-1], WIDTH - ids.shape[-1]), PAD, np.int32)
-    return np.concatenate([ids, pad], axis=-1)

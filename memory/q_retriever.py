@@ -30,7 +30,7 @@ from torch import nn
 
 from memento.graph.errors import InputError
 from memento.memory.device import resolve_device
-from memento.memory.lexical import BUCKETS, PAD, WIDTH, widened
+from memento.memory.lexical import BUCKETS, PAD, WIDTH
 
 _RNG_LOCK = threading.RLock()
 # 2: the similarity prior (kappa, midpoint) and the cosine features; 3: the lexical term, the
@@ -330,8 +330,7 @@ class QRetriever:
         with self.lock, torch.inference_mode():
             self.network.eval()
             logits = self.network(_tensor(tasks, self.device), _tensor(case_tasks, self.device),
-                                  _tensor(case_plans, self.device),
-                                  _ids(None if mismatch is None else widened(mismatch), self.device))
+                                  _tensor(case_plans, self.device), _ids(mismatch, self.device))
             return torch.sigmoid(logits).float().cpu().numpy()
 
     def observe(self, task: np.ndarray, case_tasks: np.ndarray, case_plans: np.ndarray, reward: float | np.ndarray,
@@ -357,7 +356,7 @@ class QRetriever:
                 return 0
             weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)[:n]
             rewards = np.broadcast_to(np.asarray(reward, np.float32), (len(case_tasks),))[:n]
-            mismatch = np.full((n, WIDTH), PAD, np.int32) if mismatch is None else widened(mismatch)[:n]
+            mismatch = np.full((n, WIDTH), PAD, np.int32) if mismatch is None else np.asarray(mismatch, np.int32)[:n]
             self.last_episode = self.buffer.add(task, case_tasks[:n], case_plans[:n], rewards, weights, mismatch,
                                                 self.episode_count)
             self.episode_count += 1
@@ -512,8 +511,7 @@ class QRetriever:
         retriever.episode_count = state.get("episode_count", state["buffer"]["size"])
         saved = state["buffer"]
         for key, values in saved["arrays"].items():
-            # the word ids of an earlier version are narrower: padded
-            retriever.buffer.arrays[key][:len(values)] = widened(values.numpy()) if key == "mismatch" else values.numpy()
+            retriever.buffer.arrays[key][:len(values)] = values.numpy()
         retriever.buffer.size, retriever.buffer.cursor = saved["size"], saved["cursor"]
         if upgrading:  # each old transition its own run
             retriever.buffer.arrays["episode"][:saved["size"]] = np.arange(saved["size"])

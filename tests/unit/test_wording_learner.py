@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from memento.memory.lexical import DIFFERENCE_WIDTH, PAD, WIDTH, mismatch_ids, mismatch_matrix, widened
+from memento.memory.lexical import PAD, WIDTH, mismatch_ids, mismatch_matrix
 from memento.memory.q_retriever import GATE_DECAY, GATE_MARGIN, QRetriever
 
 DIM = 16
@@ -28,12 +28,6 @@ def test_plan_pairs_tie_a_tasks_words_to_what_the_plan_did():
                          PLAN_WRONG)
     assert ids(wrong) != ids(in_store)
     assert mismatch_matrix("a b", ["a c", "a d"], [True, False], [PLAN_RIGHT, PLAN_WRONG]).shape == (2, WIDTH)
-
-
-def test_ids_recorded_narrower_are_padded():
-    old = np.arange(2 * DIFFERENCE_WIDTH, dtype=np.int32).reshape(2, DIFFERENCE_WIDTH)
-    wide = widened(old)
-    assert wide.shape == (2, WIDTH) and (wide[:, :DIFFERENCE_WIDTH] == old).all() and (wide[:, DIFFERENCE_WIDTH:] == PAD).all()
 
 
 def unit(v):
