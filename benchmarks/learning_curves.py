@@ -1,13 +1,16 @@
 """The README's learning curves: transfer to unseen tasks over several seeds, with intervals.
 
     python benchmarks/learning_curves.py --out DIR [--seeds 101,102,103,104,105] [--kinds plain,misleading]
-        [--planner simulated] [--iterations 3] [--k 4] [--jobs 2] [--sweep-seed S] [--no-cross] [--concurrency N]
+        [--planner simulated] [--iterations 3] [--k 4] [--jobs 2] [--sweep-seed S] [--sweep-kind KIND] [--no-cross]
+    [--arms similarity,parametric] [--concurrency N]
 
 For each seed and kind: `memento bench make-world` writes a training file and a test file (the
 defaults: 9 families, in look-alike groups of 3 when misleading, 5 plausible columns, 16 tasks
 per family of which 8 go to the test file), and `memento bench run --test --cross` plays it in
-the arms none, similarity, utility and parametric. With `--sweep-seed`, that seed's misleading
-world is also played by similarity and parametric at K = 0, 1, 2, 4, 8. Every command is printed
+the arms none, similarity, utility and parametric. The kinds are the world shapes in `KINDS`
+(plain, misleading: one fixed cue word; reworded, worded: the cue said three ways, irrelevant
+fragments, and for worded reordered templates and shared words). With `--sweep-seed`, that seed's
+world of `--sweep-kind` is also played by similarity and parametric at K = 0, 1, 2, 4, 8. Every command is printed
 before it runs, so any single result can be reproduced on its own; each `--out` folder holds the
 results, summary and plots of one run; a finished step is not run again.
 
@@ -28,6 +31,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ARMS = ("none", "similarity", "utility", "parametric")
+# World shapes (`bench make-world` options): look-alike families told apart by one fixed cue word,
+# then the same worded as people write (the cue said three ways, irrelevant fragments), then
+# with every wording option (templates reordered, words shared across groups).
+KINDS = {
+    "plain": [],
+    "misleading": ["--misleading"],
+    "reworded": ["--misleading", "--cue-wordings", "3", "--noise", "2"],
+    "worded": ["--misleading", "--cue-wordings", "3", "--noise", "2", "--reorder", "--shared-words"],
+}
 
 
 def run(command: list[str]) -> None:
@@ -57,8 +69,7 @@ def play(args: argparse.Namespace, kind: str, seed: int) -> dict:
     world = args.out / f"{kind}-{seed}.jsonl"
     test = args.out / f"{kind}-{seed}-test.jsonl"
     if not world.exists() or not test.exists():
-        run(memento("bench", "make-world", "--seed", str(seed), *(["--misleading"] if kind == "misleading" else []),
-                    "--out", str(world), "--test-out", str(test)))
+        run(memento("bench", "make-world", "--seed", str(seed), *KINDS[kind], "--out", str(world), "--test-out", str(test)))
     out = args.out / f"run-{kind}-{seed}"
     run(memento("bench", "run", "--tasks", str(world), "--test", str(test), "--iterations", str(args.iterations),
                 "--arms", ",".join(args.arms), "--k", str(args.k), *([] if args.no_cross else ["--cross"]),
@@ -68,12 +79,13 @@ def play(args: argparse.Namespace, kind: str, seed: int) -> dict:
 
 
 def sweep(args: argparse.Namespace) -> dict:
-    world = args.out / f"misleading-{args.sweep_seed}.jsonl"
-    test = args.out / f"misleading-{args.sweep_seed}-test.jsonl"
+    kind = args.sweep_kind
+    world = args.out / f"{kind}-{args.sweep_seed}.jsonl"
+    test = args.out / f"{kind}-{args.sweep_seed}-test.jsonl"
     if not world.exists() or not test.exists():
-        run(memento("bench", "make-world", "--seed", str(args.sweep_seed), "--misleading", "--out", str(world),
+        run(memento("bench", "make-world", "--seed", str(args.sweep_seed), *KINDS[kind], "--out", str(world),
                     "--test-out", str(test)))
-    out = args.out / f"sweep-misleading-{args.sweep_seed}"
+    out = args.out / f"sweep-{kind}-{args.sweep_seed}"
     run(memento("bench", "run", "--tasks", str(world), "--test", str(test), "--iterations", str(args.iterations),
                 "--arms", "similarity,parametric", "--k", "0,1,2,4,8", "--planner-model", args.planner,
                 "--out", str(out), "--quiet"))
@@ -101,6 +113,10 @@ def aggregate(summaries: dict[str, dict[int, dict]], iterations: int, arms: list
                     diffs.append(mean_interval([p[i]["mean"] for p in paired]))
                     per_seed.append([(p[i]["mean"], p[i]["low"], p[i]["high"]) for p in paired])
                 entry["vs_similarity"][arm] = {"mean": diffs, "per_seed": per_seed}
+        shares = [by_seed[s]["learned_ranking"] for s in seeds if "learned_ranking" in by_seed[s]]
+        if shares:  # the fallback's decisions: the share of runs the learned order ranked, mean over seeds
+            entry["learned_ranking"] = {phase: [sum(got[phase]["parametric"][i] or 0.0 for got in shares) / len(shares)
+                                                for i in range(iterations)] for phase in ("train", "test")}
         if all("cross_accuracy" in by_seed[s] for s in seeds):
             for bank in arms:
                 entry["cross"][bank] = {mode: mean_interval([by_seed[s]["cross_accuracy"][bank][mode] for s in seeds])
@@ -131,6 +147,10 @@ def report(stats: dict, args: argparse.Namespace, swept: dict | None) -> str:
             lines.append(f"    {arm:<11} " + "  ".join(fmt(s) for s in got["mean"]))
             lines.append("                " + "  ".join(f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
                                                     for m, lo, hi in got["per_seed"][-1]))
+        if "learned_ranking" in entry:
+            lines.append("  the fallback: share of parametric runs ranked by the learned order (else similarity), per iteration")
+            for phase, got in entry["learned_ranking"].items():
+                lines.append(f"    {phase:<11} " + "  ".join(f"{100 * v:5.1f}" for v in got))
         if entry["cross"]:
             modes = list(next(iter(entry["cross"].values())))
             lines.append("  cross table, last iteration: bank (rows) read by mode (columns), mean over seeds")
@@ -138,7 +158,7 @@ def report(stats: dict, args: argparse.Namespace, swept: dict | None) -> str:
             for bank, row in entry["cross"].items():
                 lines.append(f"    {bank:<11}" + "".join(f"{100 * row[m][0]:12.1f}" for m in modes))
     if swept:
-        lines.append(f"\nK sweep, misleading world seed {args.sweep_seed}: train / test accuracy per iteration")
+        lines.append(f"\nK sweep, {args.sweep_kind} world seed {args.sweep_seed}: train / test accuracy per iteration")
         for key in swept["arms"]:
             lines.append(f"  {key:<14} train " + " ".join(f"{100 * v:5.1f}" for v in swept["accuracy"][key])
                          + "   test " + " ".join(f"{100 * v:5.1f}" for v in swept["test_accuracy"][key]))
@@ -174,12 +194,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seeds", default="101,102,103,104,105")
-    parser.add_argument("--kinds", default="plain,misleading")
+    parser.add_argument("--kinds", default="plain,misleading", help=f"world shapes, of {', '.join(KINDS)}")
     parser.add_argument("--planner", default="simulated", help="planner model, e.g. simulated:primacy")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=1, help="benchmarks run at once (each is one process)")
     parser.add_argument("--sweep-seed", type=int)
+    parser.add_argument("--sweep-kind", default="misleading", choices=list(KINDS), help="the K sweep's world shape")
     parser.add_argument("--no-cross", action="store_true")
     parser.add_argument("--arms", default=",".join(ARMS), help="arms to play (default: all four)")
     parser.add_argument("--concurrency", type=int, default=1,
@@ -188,6 +209,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     args.arms = [a for a in args.arms.split(",") if a]
     kinds = [k for k in args.kinds.split(",") if k]
+    if unknown := [k for k in kinds if k not in KINDS]:
+        parser.error(f"unknown world kind {unknown[0]!r}: choose from {', '.join(KINDS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(kind, seed) for seed in seeds for kind in kinds]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

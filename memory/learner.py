@@ -107,8 +107,8 @@ def row_problem(payload: Any) -> str | None:
         return "weights is not one finite number >= 0 per id"
     mismatch = payload.get("mismatch")
     if mismatch is not None and (not isinstance(mismatch, list) or len(mismatch) != len(ids) or not all(
-            _finite(row, 0, BUCKETS) and len(row) == WIDTH and all(isinstance(v, int) for v in row) for row in mismatch)):
-        return f"mismatch is not one list of {WIDTH} word ids per id"
+            _finite(row, 0, BUCKETS) and len(row) <= WIDTH and all(isinstance(v, int) for v in row) for row in mismatch)):
+        return f"mismatch is not one list of at most {WIDTH} word ids per id"
     steps = payload.get("steps", 0)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_ROW_STEPS:
         return f"steps is not a whole number from 0 to {MAX_ROW_STEPS}"
@@ -323,6 +323,8 @@ def _apply(retriever: Any, bank: Any, row: Recorded, drop: frozenset[str] = froz
     left out. Returns the transitions learned."""
     import numpy as np
 
+    from memento.memory.lexical import padded
+
     p = row.payload
     if drop:  # cases left out of what is learned (`unlearn`): their transitions are not there
         keep_at = [k for k, i in enumerate(p["ids"]) if i not in drop]
@@ -335,7 +337,7 @@ def _apply(retriever: Any, bank: Any, row: Recorded, drop: frozenset[str] = froz
     keep = [p["ids"].index(i) for i in ids]
     pick = lambda values: None if values is None else np.asarray([values[k] for k in keep])  # noqa: E731
     shown = bank.embeddings(p["shown"])[1:] if p.get("shown") else None
-    mismatch = pick(p["mismatch"]) if keep else None
+    mismatch = padded([p["mismatch"][k] for k in keep]) if keep and p.get("mismatch") is not None else None
     with retriever.lock:
         if row.episode not in retriever.episodes:  # the held-out check, before the run is learned
             check = p.get("check") or {}
@@ -344,7 +346,7 @@ def _apply(retriever: Any, bank: Any, row: Recorded, drop: frozenset[str] = froz
                 at = [check["ids"].index(i) for i in ids_c]
                 retriever.check_ranking(tasks[0], tasks_c, plans_c, np.asarray([check["rewards"][k] for k in at]),
                                         None if check.get("mismatch") is None else
-                                        np.asarray([check["mismatch"][k] for k in at]))
+                                        padded([check["mismatch"][k] for k in at]))
             elif keep:
                 retriever.check_ranking(tasks[0], case_tasks, case_plans, pick(p["rewards"]), mismatch)
         stored = retriever.observe(tasks[0], case_tasks, case_plans, pick(p["rewards"]) if keep else np.zeros(0),

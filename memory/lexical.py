@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 
 BUCKETS = 1 << 14
-WIDTH = 64  # ids per pair: the outcome, the difference (the smallest hashes, when more), then plan pairs in the room left
+WIDTH = 256  # ids per pair: the outcome, the difference, then the word pairs in the room left (smallest hashes first)
 PAD = BUCKETS  # the index of the all-zero padding row
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -38,41 +38,53 @@ def _bucket(word: str, success: bool = True) -> int:
 OUTCOME = "\x00outcome"  # not a word (\\w+ never yields a NUL): the per-outcome bias
 
 
-PAIR = "\x01"  # joins a task word and a plan word into one feature (\\w+ never yields it)
+PAIR = "\x01"  # joins two words into one feature (\\w+ never yields it)
 
 
 def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str], success: bool = True,
-                 plan: str | frozenset[str] | None = None) -> np.ndarray:
+                 pairs: bool = False) -> np.ndarray:
     """The outcome's bias id, then the hashed words in one text and not the other (with the
-    case's outcome), then, given the case's `plan`, the hashed pairs (a word of the task, a word of
-    the plan the task does not hold), as WIDTH int32 ids padded with PAD.
+    case's outcome), then, with `pairs`, the hashed pairs (a word only the task says, a word only
+    the case says), as WIDTH int32 ids padded with PAD.
 
-    The pairs are what carries over between wordings: "tasks that say w succeeded (or failed) with
-    plans that say v". Two tasks of one kind worded differently differ in their words as
-    look-alikes do, so the difference alone cannot tell them apart; which plan worked for which
-    words can, and an irrelevant word pairs with every plan alike. When there are more pairs than
-    room (what the difference leaves of WIDTH), those with the smallest hashes are kept (the same
-    pairs for every case). The room is the release's WIDTH, so the replay buffer and every row of
-    the learning log stay as small as they were while the pairs are off (their default)."""
+    The pairs are what carries over between wordings. Two tasks of one kind worded differently
+    ("in-store" and "shop floor") differ in their words as look-alikes ("in-store" and
+    "wholesale") do, so the difference alone gives both the same cost; the pair of words says which
+    was said against which, and its weight learns that one swap is harmless and the other is not.
+    A pair is unordered (the same id from either side) and an irrelevant word pairs with every
+    case alike. When there are more pairs than room (what the difference leaves of WIDTH), those
+    with the smallest hashes are kept (the same choice for every case)."""
     a = words(task) if isinstance(task, str) else task
     b = words(case) if isinstance(case, str) else case
     ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:WIDTH - 1]
-    if plan is not None:
-        steps = (words(plan) if isinstance(plan, str) else plan) - a
-        ids += sorted({_bucket(f"{w}{PAIR}{v}", success) for w in a for v in steps})[:WIDTH - len(ids)]
+    if pairs:
+        mine, theirs = a - b, b - a
+        ids += sorted({_bucket(PAIR.join(sorted((u, v))), success) for u in mine for v in theirs})[:WIDTH - len(ids)]
     out = np.full(WIDTH, PAD, np.int32)
     out[:len(ids)] = ids
     return out
 
 
 def mismatch_matrix(task: str, cases: list[str], successes: list[bool] | None = None,
-                    plans: list[str] | None = None) -> np.ndarray:
-    """`mismatch_ids` of one task against each case (successes by default; with `plans`, the
-    task-word and plan-word pairs too): shape (len(cases), WIDTH)."""
+                    pairs: bool = False) -> np.ndarray:
+    """`mismatch_ids` of one task against each case (successes by default): shape (len(cases), WIDTH)."""
     if not cases:
         return np.full((0, WIDTH), PAD, np.int32)
     mine = words(task)
     outcomes = successes if successes is not None else [True] * len(cases)
-    steps = plans if plans is not None else [None] * len(cases)
-    return np.stack([mismatch_ids(mine, case, ok, plan) for case, ok, plan in zip(cases, outcomes, steps)])
+    return np.stack([mismatch_ids(mine, case, ok, pairs) for case, ok in zip(cases, outcomes)])
 
+
+
+def trimmed(matrix: np.ndarray) -> list[list[int]]:
+    """The ids of each row without their padding: how rows are written to the learning log."""
+    return [[int(v) for v in row if v != PAD] for row in np.asarray(matrix)]
+
+
+def padded(rows: list[list[int]]) -> np.ndarray:
+    """Rows of at most WIDTH ids (trimmed, or padded at another width) as a (len(rows), WIDTH) matrix."""
+    out = np.full((len(rows), WIDTH), PAD, np.int32)
+    for i, row in enumerate(rows):
+        ids = [v for v in row if v != PAD]
+        out[i, :len(ids)] = ids
+    return out

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,7 +61,7 @@ class RetrieverSettings:
     target_sync: int = 25
     seed: int = 0
     lexical: bool = True  # the hashed word-mismatch term
-    plan_pairs: bool = False  # in it, the hashed pairs (a word of the task, a word of the case's plan): measured, off
+    word_pairs: bool = True  # in it, the hashed pairs (a word only the task says, a word only the case says)
     pairwise: float = 1.0  # weight of the within-run ranking loss (0: pointwise BCE only)
     prior_lr: float = 0.0  # learning rate of the similarity prior's kappa and midpoint (0: fixed)
     lexical_lr: float = 0.05  # learning rate of the word weights: sparse, each seen in few runs
@@ -147,7 +147,7 @@ class ReplayBuffer:
             self.arrays = {
                 "task": np.zeros((c, d), np.float16), "case_task": np.zeros((c, d), np.float16),
                 "case_plan": np.zeros((c, d), np.float16), "reward": np.zeros(c, np.float32),
-                "mismatch": np.full((c, WIDTH), PAD, np.int32), "episode": np.full(c, -1, np.int64),
+                "mismatch": np.full((c, WIDTH), PAD, np.int16), "episode": np.full(c, -1, np.int64),
                 "weight": np.zeros(c, np.float32), "has_next": np.zeros(c, bool),
                 "next_task": np.zeros((c, d if m else 0), np.float16),
                 "next_case_task": np.zeros((c, m, d), np.float16),
@@ -501,7 +501,8 @@ class QRetriever:
         upgrading = version == 2  # no lexical term, metric or episodes yet: they start empty
         settings = ({"embedding_mlp": True, "scaled_features": False, **state["settings"]} if upgrading
                     else state["settings"])
-        retriever = cls(state["dim"], encoder, device, RetrieverSettings(**settings))
+        known = {f.name for f in fields(RetrieverSettings)}  # a setting since retired (plan_pairs) is dropped
+        retriever = cls(state["dim"], encoder, device, RetrieverSettings(**{k: v for k, v in settings.items() if k in known}))
         retriever.network.load_state_dict(state["network"], strict=not upgrading)
         if retriever.target is not None and state["target"] is not None:
             retriever.target.load_state_dict(state["target"], strict=not upgrading)
@@ -511,7 +512,9 @@ class QRetriever:
         retriever.episode_count = state.get("episode_count", state["buffer"]["size"])
         saved = state["buffer"]
         for key, values in saved["arrays"].items():
-            retriever.buffer.arrays[key][:len(values)] = values.numpy()
+            values = values.numpy()
+            # Word ids saved narrower (the release's 64) fill the first columns; the rest stay padding.
+            retriever.buffer.arrays[key][(slice(len(values)), *map(slice, values.shape[1:]))] = values
         retriever.buffer.size, retriever.buffer.cursor = saved["size"], saved["cursor"]
         if upgrading:  # each old transition its own run
             retriever.buffer.arrays["episode"][:saved["size"]] = np.arange(saved["size"])

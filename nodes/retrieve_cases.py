@@ -129,7 +129,7 @@ def select_for_query(ctx: Context, bank: Any, task: str, query: np.ndarray) -> l
         return _by_utility(ctx, cases[:ctx.utility_candidates])
     retriever = current_retriever(ctx, bank)  # the newest version the learner published
     mismatch = (mismatch_matrix(task, [c.task for c in cases], [c.success for c in cases],
-                                [c.plan_text() for c in cases] if retriever.settings.plan_pairs else None)
+                                retriever.settings.word_pairs)
                 if retriever.settings.lexical else None)
     q = retriever.q_values(query, found.task_embeddings[keep], found.plan_embeddings[keep], mismatch)
     # An untrained network has nothing to add, and one that has not beaten similarity on runs it had

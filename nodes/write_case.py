@@ -19,7 +19,7 @@ from memento.llm.factory import make_chat_model, model_call, structured
 from memento.mcp_servers.client import TOOLBOXES
 from memento.memory.case import SUCCESS_THRESHOLD, Case
 from memento.memory.case_bank import CaseBank
-from memento.memory.lexical import mismatch_matrix
+from memento.memory.lexical import mismatch_matrix, trimmed
 from memento.memory.provenance import memory_access, reward_source
 from memento.memory.resources import case_bank_for, encoder_loading, retriever_for
 from memento.memory.scoring import Score, score_answer
@@ -209,20 +209,18 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     retriever = retriever_for(ctx)
     weights = retriever.selection_weights(np.asarray(q)).tolist() if ids and None not in q and not by_citation else None
     with_next = retriever.settings.discount > 0 and by_citation  # the next state is every case shown
+    pairs = retriever.settings.word_pairs
     mismatch = mismatch_matrix(case.task, [shown[i]["task"] for i in ids],
-                               [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids],
-                               ["\n".join(shown[i].get("plan") or []) or shown[i]["task"] for i in ids]
-                               if retriever.settings.plan_pairs else None)
+                               [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in ids], pairs)
     payload = {"task_id": case.id, "ids": ids, "rewards": [reward_of[i] for i in ids], "weights": weights,
-               "mismatch": np.asarray(mismatch).tolist(), "steps": ctx.retriever_steps,
+               "mismatch": trimmed(mismatch), "steps": ctx.retriever_steps,
                "shown": [c["id"] for c in cases_used] if with_next else None,
                "author": access.author, "trusted": access.trusted, "utility_ids": list(own)}
     check_ids, check_rewards = hindsight(cases_used, case.reward, cited or [], abandoned or [])
     if len(set(check_rewards)) > 1:  # a pair to test the two orders on
-        payload["check"] = {"ids": check_ids, "rewards": check_rewards, "mismatch": mismatch_matrix(
+        payload["check"] = {"ids": check_ids, "rewards": check_rewards, "mismatch": trimmed(mismatch_matrix(
             case.task, [shown[i]["task"] for i in check_ids], [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in check_ids],
-            ["\n".join(shown[i].get("plan") or []) or shown[i]["task"] for i in check_ids]
-            if retriever.settings.plan_pairs else None).tolist()}
+            pairs))}
     log = learning_log(ctx, bank)
     # An untrusted run is recorded (who did what, for `retriever unlearn`) as no transitions to learn.
     recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE) if access.trusted else 0)

@@ -111,7 +111,8 @@ def good_row() -> dict:
 
 @pytest.mark.parametrize("change, word", [
     ({"ids": "a"}, "ids"), ({"rewards": [1.0]}, "rewards"), ({"rewards": [float("nan"), 1.0]}, "rewards"),
-    ({"rewards": [2, 0]}, "rewards"), ({"weights": [1.0, -1.0]}, "weights"), ({"mismatch": [[0] * 3, [0] * 3]}, "mismatch"),
+    ({"rewards": [2, 0]}, "rewards"), ({"weights": [1.0, -1.0]}, "weights"),
+    ({"mismatch": [[0] * (WIDTH + 1), [0] * 3]}, "mismatch"),
     ({"mismatch": [[0] * WIDTH, [10**9] * WIDTH]}, "mismatch"), ({"steps": 10**9}, "steps"), ({"steps": True}, "steps"),
     ({"task_id": 5}, "task_id"), ({"shown": [1]}, "shown"), ({"trusted": "yes"}, "trusted"),
 ])

@@ -50,5 +50,5 @@ def test_mismatch_ids_are_the_hashed_words_in_one_task_only_with_the_cases_outco
     assert set(failed[failed != PAD]).isdisjoint(one[one != PAD])  # a failed case's mismatch weighs apart
     matrix = mismatch_matrix("a b", ["a c", "a b"], [True, False])
     assert matrix.shape == (2, WIDTH) and (matrix[1] != PAD).sum() == 1 and matrix[1][0] == failed[0]
-    long = mismatch_ids(" ".join(f"w{i}" for i in range(200)), "x")
+    long = mismatch_ids(" ".join(f"w{i}" for i in range(2 * WIDTH)), "x")
     assert (long != PAD).all()  # at most WIDTH ids
