@@ -174,10 +174,11 @@ def credit(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
 
 def hindsight(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
               abandoned: list[str]) -> tuple[list[str], list[float]]:
-    """The labels the fallback's check reads (not trained on): `credit`'s, and, in a run that
-    succeeded following the cases it cited, 0 for the successes it was offered and passed over
-    (their way was not the one that worked). So most runs hold a case that helped and one that did
-    not: a pair whose order the learned and the similarity ranking can be tested on."""
+    """The labels the learner trains on (and its fallback's check reads first): `credit`'s, and,
+    in a run that succeeded following the cases it cited, 0 for the successes it was offered and
+    passed over (their way was not the one that worked for this task). So most runs hold a case
+    that helped and one that did not, which the ranking loss compares. The passed-over cases'
+    utilities are left alone: their way may be right for their own kind of task."""
     ids, rewards, by_citation = credit(cases_used, reward, cited, abandoned)
     if by_citation and reward >= SUCCESS_THRESHOLD and any(i in set(cited) for i in ids):
         labelled = set(ids)
@@ -188,10 +189,10 @@ def hindsight(cases_used: list[dict[str, Any]], reward: float, cited: list[str],
 
 def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[dict[str, Any]],
                    cited: list[str] | None = None, abandoned: list[str] | None = None) -> dict[str, Any] | None:
-    """What the run teaches, from the credit (see `credit`), in both learners whatever the
-    retrieval mode: the (task, case, reward) transitions are recorded in the learning log (once
-    per run: a resumed or replayed run records nothing), the credited cases' utilities move toward
-    their rewards, and the learner trains the Q-retriever on every run recorded since its last
+    """What the run teaches, in both learners whatever the retrieval mode: the (task, case, reward)
+    transitions of `hindsight`'s labels are recorded in the learning log (once per run: a resumed
+    or replayed run records nothing), the cases `credit` names move their utilities toward their
+    rewards, and the learner trains the Q-retriever on every run recorded since its last
     version (`retriever_steps` gradient steps per run) and publishes the next version (see
     `memory.learner`). Without citations, each shown case is weighted by its retrieval
     probability."""
@@ -201,10 +202,11 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
     access = memory_access(ctx)
     credited, rewards, by_citation = credit(cases_used, case.reward, cited or [], abandoned or [])
     shown = {c["id"]: c for c in cases_used}
-    ids = [i for i in credited if i in shown]
-    reward_of = dict(zip(credited, rewards))
     # An untrusted caller's reward moves only the utilities of its own cases; it trains no one's learner.
-    own = {i: reward_of[i] for i in ids if access.may_credit(shown[i])}
+    own = {i: r for i, r in zip(credited, rewards) if i in shown and access.may_credit(shown[i])}
+    labelled, labels = hindsight(cases_used, case.reward, cited or [], abandoned or [])
+    ids = [i for i in labelled if i in shown]
+    reward_of = dict(zip(labelled, labels))
     q = [shown[i].get("q") for i in ids]
     retriever = retriever_for(ctx)
     weights = retriever.selection_weights(np.asarray(q)).tolist() if ids and None not in q and not by_citation else None
@@ -216,11 +218,6 @@ def learn_from_run(ctx: Context, bank: CaseBank, case: Case, cases_used: list[di
                "mismatch": trimmed(mismatch), "steps": ctx.retriever_steps,
                "shown": [c["id"] for c in cases_used] if with_next else None,
                "author": access.author, "trusted": access.trusted, "utility_ids": list(own)}
-    check_ids, check_rewards = hindsight(cases_used, case.reward, cited or [], abandoned or [])
-    if len(set(check_rewards)) > 1:  # a pair to test the two orders on
-        payload["check"] = {"ids": check_ids, "rewards": check_rewards, "mismatch": trimmed(mismatch_matrix(
-            case.task, [shown[i]["task"] for i in check_ids], [shown[i]["reward"] >= SUCCESS_THRESHOLD for i in check_ids],
-            pairs))}
     log = learning_log(ctx, bank)
     # An untrusted run is recorded (who did what, for `retriever unlearn`) as no transitions to learn.
     recorded = log.record(case.id, payload, min(len(ids), MAX_PER_EPISODE) if access.trusted else 0)

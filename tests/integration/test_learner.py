@@ -161,7 +161,8 @@ def test_a_learners_turn_that_fails_leaves_no_trace_and_the_next_learns_once(tmp
     with pytest.raises(learner.LearnerError):
         learn_from_run(ctx, bank, bank.get("second"), shown, cited=["old1"])
     status = learning_log(ctx).status()
-    assert (status["version"], status["transitions"], status["pending"]) == (1, 2, 1)  # recorded, not learned
+    # recorded, not learned; 3 transitions: the first run's cited old0 and the success it passed over (old1, at 0)
+    assert (status["version"], status["transitions"], status["pending"]) == (1, 3, 1)
     monkeypatch.setattr(learner.LearningSession, "publish", publish)
     assert learn_pending(ctx, bank)["version"] == 2
     # Learned once from the published weights: the failed turn's in-memory steps were dropped.
