@@ -1,8 +1,9 @@
 """What the learner's features can tell apart, given perfect labels: an upper bound per world shape.
 
-    python benchmarks/wording_probe.py WORLD_DIR [WORLD_DIR ...]
+    python benchmarks/wording_probe.py WORLD [WORLD ...]
 
-Each WORLD_DIR holds the `train.jsonl` and `test.jsonl` of `memento bench make-world`. For every
+A WORLD is a folder holding `train.jsonl` and `test.jsonl` of `memento bench make-world`, or a
+training file `NAME.jsonl` beside its test file `NAME-test.jsonl` (as `learning_curves.py` names them). For every
 training task and every other training task of its look-alike group, the label is whether the two
 are of one family (what a reward would say about showing that case, were it perfect). A logistic
 model over the cosine and the learner's hashed word ids (`memory.lexical.mismatch_ids`: the word
@@ -79,7 +80,9 @@ def main() -> None:
     args = parser.parse_args()
     encoder = TextEncoder()
     for world in args.worlds:
-        train, test = load(world / "train.jsonl"), load(world / "test.jsonl")
+        files = ((world / "train.jsonl", world / "test.jsonl") if world.is_dir()
+                 else (world, world.with_name(f"{world.stem}-test.jsonl")))
+        train, test = load(files[0]), load(files[1])
         vectors = encoder.encode([t["text"] for t in train + test])
         for task, vector in zip(train + test, vectors):
             task["vector"] = vector / np.linalg.norm(vector)
