@@ -340,6 +340,8 @@ def _apply(retriever: Any, bank: Any, row: Recorded, drop: frozenset[str] = froz
     mismatch = padded([p["mismatch"][k] for k in keep]) if keep and p.get("mismatch") is not None else None
     with retriever.lock:
         if row.episode not in retriever.episodes:  # the held-out check, before the run is learned
+            # Rows the previous release wrote carry the check's own labels; rows written now are
+            # checked on the labels they train (the hindsight labels), below.
             check = p.get("check") or {}
             ids_c, tasks_c, plans_c = bank.embeddings(check.get("ids") or [])
             if len(ids_c) > 1:
