@@ -75,7 +75,6 @@ def mismatch_matrix(task: str, cases: list[str], successes: list[bool] | None = 
     return np.stack([mismatch_ids(mine, case, ok, pairs) for case, ok in zip(cases, outcomes)])
 
 
-
 def trimmed(matrix: np.ndarray) -> list[list[int]]:
     """The ids of each row without their padding: how rows are written to the learning log."""
     return [[int(v) for v in row if v != PAD] for row in np.asarray(matrix)]
