@@ -83,9 +83,10 @@ def test_utility_moves_only_for_the_cases_a_run_credits(graph, ctx):
     run_case = Case(id="run-1", task="What is 6 * 7 + 1?", plan=["Evaluate 6 * 7 + 1"], final_answer="43", reward=1.0)
     bank.write(run_case)
     # c1 cited for the final plan (the run's reward, 1); c2, a success cited only for a replaced plan (0);
-    # c3 and c4 shown and not cited: no label, so their utilities do not move.
+    # c3 and c4 shown and not cited: their utilities do not move. c4, a success the run passed over
+    # while it succeeded, trains the learner at 0 (the hindsight label); c3, a failure, gets no label.
     learned = learn_from_run(ctx, bank, run_case, shown, cited=["c1"], abandoned=["c2"])
-    assert learned["utilities"] == 2 and learned["transitions"] == 2
+    assert learned["utilities"] == 2 and learned["transitions"] == 3
     utilities = {c.id: c.utility for c in bank.candidates(bank.encoder.encode(["What is 6 * 7 + 1?"])[0], 10).cases}
     assert utilities["c1"] == pytest.approx(0.65) and utilities["c2"] == pytest.approx(0.35)  # 0.3 of the way to 1, to 0
     assert all(utilities[i] is None for i in ("c0", "c3", "c4", "c5", "run-1"))
