@@ -59,7 +59,13 @@ def mismatch_ids(task: str | frozenset[str], case: str | frozenset[str], success
     ids = [_bucket(OUTCOME, success)] + sorted({_bucket(w, success) for w in a ^ b})[:WIDTH - 1]
     if pairs:
         mine, theirs = a - b, b - a
-        ids += sorted({_bucket(PAIR.join(sorted((u, v))), success) for u in mine for v in theirs})[:WIDTH - len(ids)]
+        # `_bucket(PAIR.join(sorted((u, v))), success)`, without building each pair's string: the
+        # CRC of the first word's prefix is taken once and continued over the second word's bytes.
+        sign = "+" if success else "-"
+        head = {w: zlib.crc32(f"{sign}{w}{PAIR}".encode("utf-8")) for w in mine | theirs}
+        tail = {w: w.encode("utf-8") for w in mine | theirs}
+        ids += sorted({zlib.crc32(tail[v], head[u]) % BUCKETS if u < v else zlib.crc32(tail[u], head[v]) % BUCKETS
+                       for u in mine for v in theirs})[:WIDTH - len(ids)]
     out = np.full(WIDTH, PAD, np.int32)
     out[:len(ids)] = ids
     return out

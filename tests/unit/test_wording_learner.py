@@ -127,3 +127,12 @@ def test_a_checkpoint_of_the_release_loads_its_narrower_word_ids_and_retired_set
     row = again.buffer.arrays["mismatch"][0]
     assert row.shape == (WIDTH,) and ids(row) == ids(retriever.buffer.arrays["mismatch"][0])
     assert again.settings.word_pairs  # the pairs start empty and learn from the next run on
+
+
+def test_a_word_pairs_id_is_the_bucket_of_its_two_words_joined_in_order():
+    from memento.memory.lexical import PAIR, _bucket
+
+    for success in (True, False):
+        got = ids(mismatch_ids("alpha zulu common", "mike bravo common", success, pairs=True))
+        joined = {_bucket(PAIR.join(sorted((u, v))), success) for u in ("alpha", "zulu") for v in ("mike", "bravo")}
+        assert joined <= got and len(got - joined) == 5  # the outcome's id and the four words of the difference
